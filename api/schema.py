@@ -1,0 +1,107 @@
+"""The root schema: every feature's queries, mutations and subscriptions, and the limits."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from graphql.validation import NoSchemaIntrospectionCustomRule
+from prometheus_client import Histogram
+from strawberry.extensions import (
+    AddValidationRules,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
+from strawberry.schema.config import StrawberryConfig
+
+from api.context import ApiConfig
+from api.directory.mutations import DirectoryMutation
+from api.directory.queries import DirectoryQuery
+from api.directory.types import Agency, Channel, Tenant, User
+from api.errors import is_public
+from api.history.subscriptions import HistorySubscription
+
+log = logging.getLogger("parvis.api")
+
+OPERATION_SECONDS = Histogram("parvis_graphql_operation_seconds", "GraphQL operation latency", ["operation", "type"])
+
+
+@strawberry.type
+class Query(DirectoryQuery):
+    pass
+
+
+@strawberry.type
+class Mutation(DirectoryMutation):
+    pass
+
+
+@strawberry.type
+class Subscription(HistorySubscription):
+    pass
+
+
+class RequestLifecycle(SchemaExtension):
+    """Records each operation's latency (the view closes the request's read session)."""
+
+    def on_operation(self) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        name = self.execution_context.operation_name or "anonymous"
+        op_type = self.execution_context.operation_type.value if self.execution_context.operation_type else "unknown"
+        OPERATION_SECONDS.labels(name[:64], op_type).observe(time.perf_counter() - start)
+
+
+class MaskInternalErrors(MaskErrors):
+    """Unexpected errors reach the client as INTERNAL with no detail; the detail goes to the log."""
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        return GraphQLError(
+            "Internal server error",
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            extensions={"code": "INTERNAL"},
+        )
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    if is_public(error):
+        return False
+    log.error("internal error", exc_info=error.original_error)
+    return True
+
+
+class ParvisSchema(strawberry.Schema):
+    """Expected errors (auth, limits, bad input) are answers, not incidents: only masked ones are logged."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        return None
+
+
+def build_schema(config: ApiConfig) -> strawberry.Schema:
+    extensions: list[Any] = [
+        RequestLifecycle,
+        QueryDepthLimiter(max_depth=config.max_depth),
+        MaxAliasesLimiter(max_alias_count=config.max_aliases),
+        MaxTokensLimiter(max_token_count=config.max_tokens),
+        MaskInternalErrors(should_mask_error=_should_mask),
+    ]
+    if not config.development:
+        extensions.append(AddValidationRules([NoSchemaIntrospectionCustomRule]))
+    return ParvisSchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        types=[Tenant, Agency, User, Channel],
+        extensions=extensions,
+        config=StrawberryConfig(disable_field_suggestions=not config.development),
+    )

@@ -1,0 +1,63 @@
+"""Ambient request context: who acts, for which tenant, in which correlation; stamped on every event."""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The author of a command: a user with a role, a rule, or the system."""
+
+    id: str = "system"
+    role: str | None = None
+    on_behalf_of: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    reason: str | None = None
+
+
+SYSTEM = Actor()
+_actor: contextvars.ContextVar[Actor] = contextvars.ContextVar("parvis_actor", default=SYSTEM)
+
+
+def current_actor() -> Actor:
+    """The actor of the command being executed."""
+    return _actor.get()
+
+
+def event_meta() -> dict[str, Any]:
+    """Metadata stamped on a new event, read from the ambient actor."""
+    actor = _actor.get()
+    meta = {k: v for k, v in asdict(actor).items() if v is not None}
+    meta["actor"] = meta.pop("id")
+    if "correlation_id" not in meta:
+        meta["correlation_id"] = str(uuid.uuid4())
+    return meta
+
+
+@contextmanager
+def acting_as(actor: Actor) -> Iterator[Actor]:
+    """Set the ambient actor for the duration of a block (API and worker middleware use this)."""
+    if actor.correlation_id is None:
+        actor = replace(actor, correlation_id=str(uuid.uuid4()))
+    token = _actor.set(actor)
+    try:
+        yield actor
+    finally:
+        _actor.reset(token)
+
+
+@contextmanager
+def with_reason(reason: str | None) -> Iterator[None]:
+    """Attach a person's stated reason to the events of a block."""
+    token = _actor.set(replace(_actor.get(), reason=reason))
+    try:
+        yield
+    finally:
+        _actor.reset(token)

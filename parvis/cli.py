@@ -1,0 +1,275 @@
+"""The `parvis` command line: one image, one command per process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from parvis.settings import Settings
+
+T = TypeVar("T")
+app = typer.Typer(help="Parvis: the backend of community-management agencies.", no_args_is_help=True)
+projections_app = typer.Typer(help="Read models: status and blue/green rebuilds.", no_args_is_help=True)
+agency_app = typer.Typer(help="Agencies.", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
+app.add_typer(agency_app, name="agency")
+console = Console(stderr=True)
+log = logging.getLogger("parvis")
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@contextmanager
+def resolved(settings: Settings | None = None) -> Iterator[Settings]:
+    """Settings with database and Redis URLs, starting the embedded servers when none are given."""
+    from parvis.embedded import ensure_services
+
+    settings = settings or Settings()
+    _logging(settings)
+    db, redis, started = ensure_services(settings.data_dir, settings.database_url, settings.redis_url)
+    try:
+        yield settings.model_copy(update={"database_url": db, "redis_url": redis})
+    finally:
+        for service in reversed(started):
+            service.stop()
+
+
+def run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def _migrate(settings: Settings) -> None:
+    import asyncpg
+
+    from parvis import wiring
+    from projections.store import migrate
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    # The library adds its own statements (insert function, type) on first construction.
+    await asyncio.to_thread(lambda: wiring.domain(settings, create_table=True).close())
+
+
+@app.command()
+def migrate() -> None:
+    """Create or update the event store and the database layout."""
+    with resolved() as settings:
+        run(_migrate(settings))
+        console.print("[green]migrated[/green]")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Address to bind (PARVIS_HOST)."),
+    port: int = typer.Option(None, help="Port (PARVIS_PORT)."),
+) -> None:
+    """Serve the GraphQL API (uvicorn)."""
+    import uvicorn
+
+    from parvis import wiring
+
+    with resolved() as settings:
+        run(_migrate(settings))
+        uvicorn.run(
+            wiring.asgi_app(settings),
+            host=host or settings.host,
+            port=port or settings.port,
+            log_level=settings.log_level.lower(),
+            ws="websockets",
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+
+
+async def _until_signal(start: Callable[[], Awaitable[None]], stop: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    await start()
+
+
+@app.command()
+def project() -> None:
+    """Run the projection runner (one active per projection; others wait as standby)."""
+    from parvis import wiring
+    from projections.runner import Runner
+
+    with resolved() as settings:
+        run(_migrate(settings))
+        assert settings.database_url
+        runner = Runner(settings.database_url, wiring.projections(), batch_size=settings.projection_batch_size)
+        run(_until_signal(runner.run, runner.stop))
+
+
+@app.command()
+def work() -> None:
+    """Run the background workers (dramatiq) and the event-to-job dispatcher."""
+    from parvis.worker import run_workers
+
+    with resolved() as settings:
+        run(_migrate(settings))
+        run_workers(settings)
+
+
+@app.command()
+def dev() -> None:
+    """API, projector and workers in one supervised process tree, on the embedded default."""
+    from parvis.supervisor import supervise
+
+    with resolved(Settings(env=os.environ.get("PARVIS_ENV", "development"))) as settings:  # type: ignore[arg-type]
+        run(_migrate(settings))
+        supervise(settings)
+
+
+@app.command()
+def demo() -> None:
+    """Like `dev`, with the demo agency loaded (once) and its logins printed."""
+    from parvis.demo import load_demo
+    from parvis.supervisor import supervise
+
+    with resolved(Settings(env=os.environ.get("PARVIS_ENV", "development"))) as settings:  # type: ignore[arg-type]
+        run(_migrate(settings))
+        logins = load_demo(settings)
+        supervise(settings, banner=logins)
+
+
+@app.command()
+def schema() -> None:
+    """Print the GraphQL schema (SDL), e.g. to check it against the contract."""
+    from api.context import ApiConfig
+    from api.schema import build_schema
+
+    typer.echo(build_schema(ApiConfig(development=True)).as_str())
+
+
+@agency_app.command("create")
+def agency_create(
+    name: str = typer.Option(..., help="The agency's name."),
+    admin_email: str = typer.Option(..., help="E-mail of its first AGENCY_ADMIN."),
+    admin_password: str = typer.Option(..., help="Initial password (10 characters or more)."),
+) -> None:
+    """Register an agency with its first administrator."""
+    from domain.errors import DomainError
+    from parvis import wiring
+
+    with resolved() as settings:
+        run(_migrate(settings))
+        parvis = wiring.domain(settings)
+        try:
+            outcome = parvis.register_agency(name, admin_email, admin_password)
+        except DomainError as exc:
+            console.print(f"[red]{'.'.join(exc.field or ())}: {exc.message}[/red]")
+            raise typer.Exit(2) from None
+        finally:
+            parvis.close()
+        agency_key, user_id = outcome.value
+        typer.echo(f"agency {agency_key} created; admin user {user_id}")
+
+
+async def _status(settings: Settings) -> list[dict[str, Any]]:
+    import asyncpg
+
+    from parvis import wiring
+    from projections.runner import tracked
+    from projections.store import head_position
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        head = await head_position(conn)
+        out = []
+        for projection in wiring.projections():
+            state = await tracked(conn, projection)
+            rebuilding = await tracked(conn, projection, next_=True)
+            out.append(
+                {
+                    "name": projection.name,
+                    "position": state[0] if state else None,
+                    "version": f"{state[1] if state else '-'} (code {projection.version})",
+                    "lag": head - state[0] if state else None,
+                    "rebuilding": f"at {rebuilding[0]}" if rebuilding else "",
+                    "head": head,
+                }
+            )
+        return out
+    finally:
+        await conn.close()
+
+
+@projections_app.command("status")
+def projections_status() -> None:
+    """Position, lag and version of every read model."""
+    with resolved() as settings:
+        run(_migrate(settings))
+        rows = run(_status(settings))
+    table = Table("projection", "position", "head", "lag", "version", "rebuild")
+    for r in rows:
+        table.add_row(r["name"], str(r["position"]), str(r["head"]), str(r["lag"]), r["version"], r["rebuilding"])
+    Console().print(table)
+
+
+async def _rebuild(settings: Settings, names: list[str], fresh: bool) -> None:
+    import asyncpg
+
+    from parvis import wiring
+    from projections.runner import rebuild
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        ) as progress:
+            for projection in wiring.projections():
+                if projection.name not in names:
+                    continue
+                task = progress.add_task(f"rebuild {projection.name}", total=None)
+
+                def report(position: int, head: int, task: Any = task) -> None:
+                    progress.update(task, completed=position, total=max(head, 1))
+
+                await rebuild(conn, projection, batch_size=settings.projection_batch_size, progress=report, fresh=fresh)
+    finally:
+        await conn.close()
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: str = typer.Argument(None, help="The projection to rebuild."),
+    all_: bool = typer.Option(False, "--all", help="Rebuild every projection."),
+    fresh: bool = typer.Option(False, help="Start over instead of resuming an interrupted rebuild."),
+) -> None:
+    """Rebuild read models blue/green: new tables beside the live ones, switched when caught up."""
+    from parvis import wiring
+
+    known = [p.name for p in wiring.projections()]
+    names = known if all_ else [name] if name else []
+    if not names or any(n not in known for n in names):
+        console.print(f"[red]name one of {', '.join(known)}, or --all[/red]")
+        raise typer.Exit(2)
+    with resolved() as settings:
+        run(_migrate(settings))
+        run(_rebuild(settings, names, fresh))
+    console.print("[green]rebuilt[/green] " + ", ".join(names))
+
+
+if __name__ == "__main__":
+    app()

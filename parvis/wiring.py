@@ -1,0 +1,80 @@
+"""The composition root: turns settings into the domain application, the API, the runner, the workers."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlparse
+
+from api.context import ApiConfig
+from domain.app import Parvis
+from parvis.crypto import SecretBox, subkey
+from parvis.settings import Settings
+from projections.base import Projection
+from projections.directory import Directory
+from projections.history import History
+
+
+def event_store_env(database_url: str, *, pool_size: int = 10, create_table: bool = False) -> dict[str, str]:
+    """The eventsourcing library's settings, built explicitly from ours."""
+    url = urlparse(database_url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": (url.path or "/postgres").lstrip("/"),
+        "POSTGRES_HOST": url.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(url.port or 5432),
+        "POSTGRES_USER": unquote(url.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(url.password or ""),
+        "POSTGRES_SCHEMA": "public",
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": "4",
+        "POSTGRES_LOCK_TIMEOUT": "5",
+        "ORIGINATOR_ID_TYPE": "text",
+        "CREATE_TABLE": "y" if create_table else "n",
+    }
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    return SecretBox(settings.secret())
+
+
+def domain(settings: Settings, *, create_table: bool = False) -> Parvis:
+    """The event-sourced application, on PostgreSQL."""
+    assert settings.database_url, "database_url is resolved before wiring"
+    env = event_store_env(settings.database_url, pool_size=settings.db_pool_size, create_table=create_table)
+    return Parvis(env=env, secrets=secret_box(settings))
+
+
+def projections() -> list[Projection]:
+    """Every read model, in the order the runner starts them."""
+    return [Directory(), History()]
+
+
+def api_config(settings: Settings) -> ApiConfig:
+    return ApiConfig(
+        development=settings.development,
+        allowed_origins=tuple(settings.allowed_origins),
+        consistency_timeout=settings.consistency_timeout_seconds,
+        max_body_bytes=settings.max_body_bytes,
+        max_depth=settings.max_query_depth,
+        max_aliases=settings.max_aliases,
+        max_tokens=settings.max_tokens,
+    )
+
+
+def token_key(settings: Settings) -> bytes:
+    return subkey(settings.secret(), "parvis/access-tokens")
+
+
+def asgi_app(settings: Settings):  # type: ignore[no-untyped-def]
+    """The API as an ASGI application."""
+    from api.app import create_app
+
+    assert settings.database_url
+    return create_app(
+        api_config(settings),
+        database_url=settings.database_url,
+        domain_factory=lambda: domain(settings),
+        secrets=secret_box(settings),
+        token_key=token_key(settings),
+        token_ttl=settings.access_token_ttl_seconds,
+        pool_size=settings.db_pool_size,
+    )

@@ -1,0 +1,138 @@
+"""What a projection is: named tables, a version, and a batch handler; plus the event envelope."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from functools import cached_property
+from typing import Any
+
+import asyncpg
+from eventsourcing.persistence import StoredEvent
+
+from domain.app import make_mapper
+from domain.base import ParvisEvent, scope_of
+from projections.store import rls
+
+_MAPPER = make_mapper()
+_BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "meta", "originator_topic"}
+
+
+@dataclass
+class Envelope:
+    """One stored event as a projection sees it: position, identity, raw bytes and the decoded event."""
+
+    position: int
+    originator_id: str
+    version: int
+    topic: str
+    state: bytes
+    _decoded: ParvisEvent | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_row(cls, row: Any) -> Envelope:
+        return cls(
+            position=row["notification_id"],
+            originator_id=row["originator_id"],
+            version=row["originator_version"],
+            topic=row["topic"],
+            state=bytes(row["state"]),
+        )
+
+    @property
+    def scope(self) -> str:
+        return scope_of(self.originator_id)
+
+    @cached_property
+    def event_type(self) -> str:
+        """The event class name, e.g. 'Created' or 'StatusChanged'."""
+        return self.topic.rsplit(".", 1)[-1]
+
+    @cached_property
+    def aggregate_type(self) -> str:
+        """The aggregate class name, e.g. 'Tenant'."""
+        return self.topic.split(":", 1)[-1].split(".")[0]
+
+    @property
+    def event(self) -> ParvisEvent:
+        if self._decoded is None:
+            stored = StoredEvent(self.originator_id, self.version, self.topic, self.state)
+            self._decoded = _MAPPER.to_domain_event(stored)  # type: ignore[assignment]
+        assert self._decoded is not None
+        return self._decoded
+
+    @property
+    def e(self) -> Any:
+        """The decoded event, untyped: handlers read the fields of the event class they handle."""
+        return self.event
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.event.meta
+
+    @property
+    def at(self) -> datetime:
+        return self.event.timestamp
+
+    def data(self) -> dict[str, Any]:
+        """The event's own fields as JSON-ready values, secrets redacted."""
+        event = self.event
+        secret = type(event).SECRET_FIELDS
+        out: dict[str, Any] = {}
+        for key, value in vars(event).items():
+            if key in _BASE_FIELDS:
+                continue
+            out[key] = "[redacted]" if key in secret and value is not None else _plain(value)
+        return out
+
+    def canonical(self) -> bytes:
+        """The bytes the audit hash chain covers: identity, topic and stored state."""
+        head = f"{self.originator_id}\n{self.version}\n{self.topic}\n".encode()
+        return head + self.state
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def dumps(value: Any) -> str:
+    """JSON for jsonb parameters."""
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+class Projection(ABC):
+    """A read model: tables (short name -> qualified name), their DDL, and a batch handler."""
+
+    name: str
+    version: int = 1
+    tables: Mapping[str, str]
+    # Whether the runner publishes the tenants each batch touched (live subscriptions).
+    live: bool = False
+
+    @abstractmethod
+    def ddl(self, t: Mapping[str, str]) -> str:
+        """CREATE statements for the tables, with names taken from `t` (live or next)."""
+
+    @abstractmethod
+    async def apply(self, conn: asyncpg.Connection, t: Mapping[str, str], batch: Sequence[Envelope]) -> set[str]:
+        """Write the effects of a batch of events; returns the tenant scopes touched."""
+
+    def create_sql(self, t: Mapping[str, str], owner: str) -> str:
+        """The DDL plus row-level security on every read.* table."""
+        parts = [self.ddl(t)]
+        parts += [rls(name, owner) for name in t.values() if name.startswith("read.")]
+        return "\n".join(parts)
