@@ -140,6 +140,7 @@ def actor_of(principal: Principal, tenant_key: str | None, reason: str | None = 
     return Actor(id=principal.user_id, role=role.value if role else None, on_behalf_of=on_behalf, reason=reason)
 
 
+@inherit_permissions
 @strawberry.type
 class UserError:
     code: str

@@ -90,13 +90,13 @@ class ParvisSchema(strawberry.Schema):
 def build_schema(config: ApiConfig) -> strawberry.Schema:
     extensions: list[Any] = [
         RequestLifecycle,
-        QueryDepthLimiter(max_depth=config.max_depth),
-        MaxAliasesLimiter(max_alias_count=config.max_aliases),
-        MaxTokensLimiter(max_token_count=config.max_tokens),
-        MaskInternalErrors(should_mask_error=_should_mask),
+        lambda: QueryDepthLimiter(max_depth=config.max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=config.max_aliases),
+        lambda: MaxTokensLimiter(max_token_count=config.max_tokens),
+        lambda: MaskInternalErrors(should_mask_error=_should_mask),
     ]
     if not config.development:
-        extensions.append(AddValidationRules([NoSchemaIntrospectionCustomRule]))
+        extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
     return ParvisSchema(
         query=Query,
         mutation=Mutation,

@@ -102,12 +102,17 @@ class Parvis(Application[str]):
 
     # ------------------------------------------------------------------ agencies and tenants
     def register_agency(
-        self, name: str, admin_email: str, admin_password: str, admin_name: str | None = None
+        self,
+        name: str,
+        admin_email: str,
+        admin_password: str,
+        admin_name: str | None = None,
+        agency_key: str | None = None,
     ) -> Outcome[tuple[str, str]]:
         name = values.required_text(name, "name")
         email = values.email(admin_email, "adminEmail")
         check_password(admin_password, "adminPassword")
-        agency_key = new_key()
+        agency_key = agency_key or new_key()
         agency = Agency(agency_key=agency_key, name=name)
         user = User(
             agency_key=agency_key,
@@ -180,10 +185,16 @@ class Parvis(Application[str]):
         )
         return Outcome(channel.id, self.commit(channel))
 
-    def record_channel_health(self, channel_id: str, health: str, detail: str | None) -> Outcome[str]:
+    def record_channel_health(
+        self, channel_id: str, health: str, detail: str | None, check_id: str | None = None
+    ) -> Outcome[bool]:
+        """Record a credentials check; False when that check was already recorded (a redelivered job)."""
         channel = self.load(channel_id, Channel, "channelId")
-        channel.record_health(ChannelHealth(health), detail)
-        return Outcome(channel_id, self.commit(channel))
+        recorded = channel.record_health(ChannelHealth(health), detail, check_id)
+        return Outcome(recorded, self.commit(channel) if recorded else None)
+
+    def channel(self, channel_id: str) -> Channel:
+        return self.load(channel_id, Channel, "channelId")
 
     def disconnect_channel(self, channel_id: str) -> Outcome[str]:
         channel = self.load(channel_id, Channel, "channelId")

@@ -77,23 +77,39 @@ class Channel(ParvisAggregate):
         self.credentials = credentials
         self.health = ChannelHealth.UNKNOWN.value
         self.connected = True
+        self.credentials_version = 1
+        self.checks_done: tuple[str, ...] = ()
 
     class CredentialsReplaced(ParvisAggregate.Event):
         credentials: str | None
+        credentials_version: int
         SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"credentials"})
 
-    @event(CredentialsReplaced)
     def replace_credentials(self, credentials: str | None) -> None:
+        self._replace_credentials(credentials=credentials, credentials_version=self.credentials_version + 1)
+
+    @event(CredentialsReplaced)
+    def _replace_credentials(self, credentials: str | None, credentials_version: int) -> None:
         self.credentials = credentials
         self.health = ChannelHealth.UNKNOWN.value
+        self.credentials_version = credentials_version
 
-    def record_health(self, health: ChannelHealth, detail: str | None) -> None:
-        if health.value != self.health:
-            self._health_checked(health=health.value, detail=detail)
+    def record_health(self, health: ChannelHealth, detail: str | None, check_id: str | None = None) -> bool:
+        """Record the result of a credentials check; a check already recorded is not recorded twice."""
+        if check_id is not None and check_id in self.checks_done:
+            return False
+        self._health_checked(health=health.value, detail=detail, check_id=check_id)
+        return True
 
     @event("HealthChecked")
-    def _health_checked(self, health: str, detail: str | None) -> None:
+    def _health_checked(self, health: str, detail: str | None, check_id: str | None) -> None:
         self.health = health
+        if check_id is not None:
+            self.checks_done = (*self.checks_done[-20:], check_id)
+
+    def check_id(self) -> str:
+        """The id of the check due for the current credentials (one per connection or replacement)."""
+        return f"{self.id}@{self.credentials_version}"
 
     def disconnect(self) -> None:
         if not self.connected:

@@ -41,6 +41,17 @@ def event_meta() -> dict[str, Any]:
     return meta
 
 
+def set_actor(actor: Actor) -> contextvars.Token[Actor]:
+    """Set the ambient actor until reset_actor() (for middleware that cannot use a with-block)."""
+    if actor.correlation_id is None:
+        actor = replace(actor, correlation_id=str(uuid.uuid4()))
+    return _actor.set(actor)
+
+
+def reset_actor(token: contextvars.Token[Actor]) -> None:
+    _actor.reset(token)
+
+
 @contextmanager
 def acting_as(actor: Actor) -> Iterator[Actor]:
     """Set the ambient actor for the duration of a block (API and worker middleware use this)."""

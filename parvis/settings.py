@@ -27,13 +27,14 @@ class Settings(BaseSettings):
     consistency_timeout_seconds: float = 2.0
     db_pool_size: int = 10
     worker_threads: int = 4
+    queue_namespace: str = "parvis"
+    job_redeliver_seconds: float = 30.0
     projection_batch_size: int = 500
     max_body_bytes: int = 1_048_576
     max_query_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 2_000
     log_level: str = "INFO"
-    public_url: str = ""
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
 from api import ids
-from api.access import inherit_permissions, secured
+from api.access import INHERITED, inherit_permissions, secured
 from api.context import Context
 from api.pagination import PageInfo
 from domain.channel import ChannelHealth as DomainChannelHealth
@@ -30,6 +30,7 @@ Platform = strawberry.enum(DomainPlatform, name="Platform")
 ChannelHealth = strawberry.enum(DomainChannelHealth, name="ChannelHealth")
 
 
+@inherit_permissions
 @strawberry.interface
 class Node:
     id: strawberry.ID
@@ -78,7 +79,7 @@ class User(Node):
     display_name: str
     raw_id: strawberry.Private[str]
 
-    @strawberry.field(**secured("INHERITED"))
+    @strawberry.field(**secured(INHERITED))
     async def memberships(self, info: Info[Context, None]) -> list[Membership]:
         rows = await info.context.db.fetch(
             "SELECT * FROM read.memberships WHERE user_id = $1 AND active ORDER BY granted_at", self.raw_id
@@ -96,7 +97,7 @@ class Membership:
     def from_row(cls, row: Any) -> Membership:
         return cls(role=DomainRole(row["role"]), row=row)
 
-    @strawberry.field(**secured("INHERITED"))
+    @strawberry.field(**secured(INHERITED))
     def user(self) -> User:
         r = self.row
         return User(
@@ -106,7 +107,7 @@ class Membership:
             raw_id=r["user_id"],
         )
 
-    @strawberry.field(**secured("INHERITED"))
+    @strawberry.field(**secured(INHERITED))
     async def tenant(self, info: Info[Context, None]) -> Tenant | None:
         if self.row["agency_wide"]:
             return None

@@ -1,0 +1,51 @@
+"""The worker process: dramatiq worker threads, the dispatcher (a tracked projection) and the pump."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import dramatiq
+
+from parvis import wiring
+from parvis.settings import Settings
+from projections.runner import Runner
+from workers.actors import WorkerDeps, declare_actors
+from workers.broker import make_broker
+from workers.connectors.sandbox import connectors
+from workers.dispatcher import Dispatcher, Pump
+
+log = logging.getLogger("parvis.worker")
+
+
+def run_workers(settings: Settings) -> None:
+    """Run until SIGTERM or Ctrl-C."""
+    assert settings.database_url
+    assert settings.redis_url
+    broker = make_broker(settings.redis_url, settings.queue_namespace)
+    dramatiq.set_broker(broker)
+    domain = wiring.domain(settings)
+    declare_actors(broker, WorkerDeps(domain=domain, secrets=wiring.secret_box(settings), connectors=connectors()))
+    worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=1000)
+    worker.start()
+    runner = Runner(settings.database_url, [Dispatcher()], batch_size=settings.projection_batch_size)
+    pump = Pump(settings.database_url, broker, redeliver_after=settings.job_redeliver_seconds)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            runner.stop()
+            pump.stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        await asyncio.gather(runner.run(), pump.run())
+
+    try:
+        asyncio.run(main())
+    finally:
+        worker.stop(timeout=10_000)
+        broker.close()
+        domain.close()

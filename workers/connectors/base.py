@@ -1,0 +1,61 @@
+"""The one interface every platform connector implements, and its typed failures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+
+class Health(str, Enum):
+    OK = "OK"
+    EXPIRED = "EXPIRED"
+    REVOKED = "REVOKED"
+    UNKNOWN = "UNKNOWN"
+
+
+class FailureKind(str, Enum):
+    AUTH_EXPIRED = "auth_expired"
+    RATE_LIMITED = "rate_limited"
+    REJECTED_CONTENT = "rejected_content"
+    NETWORK = "network"
+    UNKNOWN = "unknown"
+
+
+class ConnectorError(Exception):
+    """A typed failure; `transient` ones are retried with backoff."""
+
+    def __init__(self, kind: FailureKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+    @property
+    def transient(self) -> bool:
+        return self.kind in (FailureKind.RATE_LIMITED, FailureKind.NETWORK)
+
+
+@dataclass(frozen=True)
+class ChannelRef:
+    """What a connector needs to know of a channel: never the aggregate itself."""
+
+    id: str
+    platform: str
+    handle: str
+    credentials: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    health: Health
+    detail: str | None = None
+
+
+class Connector(Protocol):
+    """Publish a variant, fetch interactions and metrics, check credentials."""
+
+    name: str
+
+    def check(self, channel: ChannelRef) -> CheckResult:
+        """Whether the channel's credentials work."""
+        ...
