@@ -34,6 +34,8 @@ def _logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # One line per outgoing HTTP request (health probes, connectors) is noise at INFO.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 @contextmanager
@@ -95,7 +97,7 @@ def serve(
             host=host or settings.host,
             port=port or settings.port,
             log_level=settings.log_level.lower(),
-            ws="websockets",
+            ws="websockets-sansio",
             lifespan="on",
             timeout_graceful_shutdown=5,
         )

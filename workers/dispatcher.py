@@ -120,6 +120,9 @@ class Pump:
                     moved = await self.pump_once(conn)
                     if moved == 0:
                         await self._sleep(self.tick)
+            except asyncpg.UndefinedTableError:
+                log.debug("pump: the dispatcher has not created its outbox yet")
+                await self._sleep(self.tick)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("pump: %s; reconnecting", exc)
             finally:
