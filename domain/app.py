@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -24,6 +25,7 @@ from domain.base import ParvisAggregate, new_key, scope_of
 from domain.channel import CONNECTOR_OF, Channel, ChannelHealth, Platform
 from domain.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from domain.people import AccessDenial, ApiKey, Membership, User
+from domain.publishing import PublishingCommands
 from domain.roles import Role
 from domain.tenant import ApprovalPolicy, Tenant, TenantKind, TenantStatus
 
@@ -63,14 +65,24 @@ def make_mapper() -> Mapper[str]:
     return Mapper(transcoder=make_transcoder())
 
 
-class Parvis(Application[str]):
+class Parvis(PublishingCommands, Application[str]):
     """All aggregates of all tenants, in one store with one notification sequence."""
 
     name = "Parvis"
 
-    def __init__(self, env: Mapping[str, str] | None = None, secrets: Secrets | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        secrets: Secrets | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         super().__init__(env)
         self._secrets = secrets
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def now(self) -> datetime:
+        """The current instant (a clock the tests control)."""
+        return self._clock()
 
     @property
     def secrets(self) -> Secrets:

@@ -81,6 +81,7 @@ class Tenant(ParvisAggregate):
         self.status = TenantStatus.ACTIVE.value
         self.approval_policy = ApprovalPolicy()
         self.approval_policy_version = 0
+        self.crisis: dict[str, Any] | None = None
 
     def check_not_offboarded(self) -> None:
         if self.status == TenantStatus.OFFBOARDED.value:
@@ -115,3 +116,26 @@ class Tenant(ParvisAggregate):
     def _set_approval_policy(self, policy: dict[str, Any], version: int) -> None:
         self.approval_policy = ApprovalPolicy(**policy)
         self.approval_policy_version = version
+
+    # ------------------------------------------------------------------ crisis mode
+    def activate_crisis(self, reason: str) -> None:
+        self.check_not_offboarded()
+        if self.crisis is not None:
+            raise InvalidTransition("the tenant is already in crisis mode", "tenantId")
+        reason = (reason or "").strip()
+        if not reason or len(reason) > 2000:
+            raise InvalidInput("a crisis needs a reason of at most 2000 characters", "reason")
+        self._crisis_activated(reason=reason)
+
+    @event("CrisisActivated")
+    def _crisis_activated(self, reason: str) -> None:
+        self.crisis = {"reason": reason}
+
+    def deactivate_crisis(self) -> None:
+        if self.crisis is None:
+            raise InvalidTransition("the tenant is not in crisis mode", "tenantId")
+        self._crisis_deactivated()
+
+    @event("CrisisDeactivated")
+    def _crisis_deactivated(self) -> None:
+        self.crisis = None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
 
@@ -23,12 +24,13 @@ class FailureKind(str, Enum):
 
 
 class ConnectorError(Exception):
-    """A typed failure; `transient` ones are retried with backoff."""
+    """A typed failure; `transient` ones are retried with backoff, the others are recorded as final."""
 
-    def __init__(self, kind: FailureKind, message: str) -> None:
+    def __init__(self, kind: FailureKind, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.retry_after = retry_after
 
     @property
     def transient(self) -> bool:
@@ -46,16 +48,35 @@ class ChannelRef:
 
 
 @dataclass(frozen=True)
+class VariantRef:
+    """The text and media of one post on one channel."""
+
+    body: str
+    media_urls: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Published:
+    external_id: str
+    external_url: str | None
+    published_at: datetime
+
+
+@dataclass(frozen=True)
 class CheckResult:
     health: Health
     detail: str | None = None
 
 
 class Connector(Protocol):
-    """Publish a variant, fetch interactions and metrics, check credentials."""
+    """Publish a variant, check credentials (fetching interactions and metrics come later)."""
 
     name: str
 
     def check(self, channel: ChannelRef) -> CheckResult:
         """Whether the channel's credentials work."""
+        ...
+
+    def publish(self, channel: ChannelRef, variant: VariantRef, idempotency_key: str) -> Published:
+        """Publish once: the same idempotency key never creates a second post on the platform."""
         ...
