@@ -7,13 +7,14 @@ import logging
 import signal
 
 import dramatiq
+from redis.exceptions import RedisError
 
 from parvis import wiring
 from parvis.settings import Settings
 from projections.runner import Runner
 from workers.actors import WorkerDeps, declare_actors
 from workers.broker import make_broker
-from workers.connectors.sandbox import connectors
+from workers.connectors.registry import connectors
 from workers.dispatcher import Dispatcher, Pump
 
 log = logging.getLogger("parvis.worker")
@@ -46,6 +47,10 @@ def run_workers(settings: Settings) -> None:
     try:
         asyncio.run(main())
     finally:
-        worker.stop(timeout=10_000)
-        broker.close()
+        try:
+            worker.stop(timeout=10_000)
+            broker.close()
+        except RedisError as exc:
+            # Jobs in flight could not be handed back to Redis; the pump hands them over again once it is back.
+            log.warning("stopped without Redis (%s): unfinished jobs will be redelivered from the outbox", exc)
         domain.close()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from enum import Enum
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 
 class Health(str, Enum):
@@ -80,3 +82,41 @@ class Connector(Protocol):
     def publish(self, channel: ChannelRef, variant: VariantRef, idempotency_key: str) -> Published:
         """Publish once: the same idempotency key never creates a second post on the platform."""
         ...
+
+
+def credential(channel: ChannelRef, key: str) -> str:
+    """One required credential of a channel; a missing one means the channel must be reconnected."""
+    value = channel.credentials.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConnectorError(FailureKind.AUTH_EXPIRED, f"the channel's credentials lack '{key}': reconnect it")
+    return value
+
+
+def http_url(url: str) -> str:
+    """The URL itself, refused (for good) unless it is http(s)."""
+    # Connectors call only the URL configured on the channel; other schemes (file:, gopher:, ...) are never fetched.
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise ConnectorError(FailureKind.REJECTED_CONTENT, "only http(s) URLs can be called")
+    return url
+
+
+def network_failure(platform: str, exc: Exception) -> ConnectorError:
+    """A timeout or connection failure: transient, and the message names no URL, header or token."""
+    return ConnectorError(FailureKind.NETWORK, f"{platform}: no answer ({type(exc).__name__})")
+
+
+def seconds_until(moment: datetime) -> float:
+    """How long until an instant, never negative."""
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        return seconds_until(parsedate_to_datetime(value))
+    except (TypeError, ValueError):
+        return None

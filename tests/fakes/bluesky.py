@@ -1,0 +1,146 @@
+"""A fake Bluesky PDS: the XRPC methods createSession, createRecord and getRecord, with their error shapes."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from collections import Counter
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.fakes import Fault, Faults, answered
+
+POST = "app.bsky.feed.post"
+APP_PASSWORD = "abcd-efgh-ijkl-mnop"
+TID = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
+MESSAGES = {
+    "AuthenticationRequired": "Invalid identifier or password",
+    "ExpiredToken": "Token has expired",
+    "InvalidToken": "Token could not be verified",
+    "InvalidRequest": "Invalid app.bsky.feed.post record",
+    "RateLimitExceeded": "Rate Limit Exceeded",
+    "InternalServerError": "Internal Server Error",
+}
+
+
+class FakeBluesky:
+    """One account on one PDS. `requests` counts createRecord calls per rkey, `created` the records made."""
+
+    def __init__(self, handle: str = "parvis.bsky.social", app_password: str = APP_PASSWORD) -> None:
+        self.handle = handle
+        self.app_password = app_password
+        self.did = "did:plc:" + hashlib.sha256(handle.encode()).hexdigest()[:24]
+        self.app = Starlette(
+            routes=[
+                Route("/xrpc/com.atproto.server.createSession", self.create_session, methods=["POST"]),
+                Route("/xrpc/com.atproto.repo.createRecord", self.create_record, methods=["POST"]),
+                Route("/xrpc/com.atproto.repo.getRecord", self.get_record),
+            ]
+        )
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every record, session, count and queued fault (between tests that share a server)."""
+        self.faults = Faults()
+        self.requests: Counter[str] = Counter()
+        self.records: dict[str, dict[str, Any]] = {}
+        self.logins = 0
+        self._tokens: dict[str, bool] = {}  # access token -> still valid
+
+    @property
+    def created(self) -> int:
+        return len(self.records)
+
+    def expire_sessions(self) -> None:
+        """Every access token issued so far expires, as they do after two hours."""
+        self._tokens = dict.fromkeys(self._tokens, False)
+
+    async def create_session(self, request: Request) -> Response:
+        fault = self.faults.take("createSession")
+        response = _answer(fault) or await self._login(request)
+        return await answered(request, fault, response)
+
+    async def create_record(self, request: Request) -> Response:
+        self.requests[str((await request.json()).get("rkey", ""))] += 1
+        fault = self.faults.take("createRecord")
+        response = _answer(fault) or self._unauthorised(request) or await self._create(request)
+        return await answered(request, fault, response)
+
+    async def get_record(self, request: Request) -> Response:
+        fault = self.faults.take("getRecord")
+        response = _answer(fault) or self._record(request)
+        return await answered(request, fault, response)
+
+    async def _login(self, request: Request) -> Response:
+        body = await request.json()
+        if body.get("identifier") not in (self.handle, self.did) or body.get("password") != self.app_password:
+            return _error(401, "AuthenticationRequired")
+        self.logins += 1
+        token = secrets.token_urlsafe(16)
+        self._tokens[token] = True
+        session = {"did": self.did, "handle": self.handle, "accessJwt": token, "refreshJwt": secrets.token_urlsafe(16)}
+        return JSONResponse({**session, "active": True})
+
+    async def _create(self, request: Request) -> Response:
+        body = await request.json()
+        rkey = str(body.get("rkey", ""))
+        record = body.get("record") or {}
+        if body.get("repo") not in (self.did, self.handle):
+            return _error(400, "InvalidRequest", f"Could not find repo: {body.get('repo')}")
+        if body.get("collection") != POST or record.get("$type") != POST or not TID.match(rkey):
+            return _error(400, "InvalidRequest", "Invalid collection, record type or record key")
+        if len(str(record.get("text", ""))) > 300 or "createdAt" not in record:
+            return _error(400, "InvalidRequest", "Invalid app.bsky.feed.post record: Record/text is too long")
+        if rkey in self.records:  # the reference PDS: the repository's tree refuses a key it already holds
+            return _error(500, "InternalServerError")
+        self.records[rkey] = record
+        return JSONResponse({"uri": self._uri(rkey), "cid": _cid(record)})
+
+    def _record(self, request: Request) -> Response:
+        rkey = request.query_params.get("rkey", "")
+        record = self.records.get(rkey)
+        if request.query_params.get("collection") != POST or record is None:
+            return _error(400, "RecordNotFound", f"Could not locate record: {self._uri(rkey)}")
+        return JSONResponse({"uri": self._uri(rkey), "cid": _cid(record), "value": record})
+
+    def _unauthorised(self, request: Request) -> Response | None:
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return _error(401, "AuthenticationRequired", "Authentication Required")
+        valid = self._tokens.get(auth.removeprefix("Bearer "))
+        if valid is None:
+            return _error(400, "InvalidToken")
+        return None if valid else _error(400, "ExpiredToken")
+
+    def _uri(self, rkey: str) -> str:
+        return f"at://{self.did}/{POST}/{rkey}"
+
+
+def _answer(fault: Fault | None) -> Response | None:
+    """The XRPC error for a queued fault (a 400 names its error, InvalidRequest unless told)."""
+    if fault is None or fault.status is None:
+        return None
+    if fault.status == 429:
+        headers = {
+            "ratelimit-limit": "30",
+            "ratelimit-remaining": "0",
+            "ratelimit-reset": str(int(time.time() + fault.reset_in)),
+            "ratelimit-policy": "30;w=300",
+        }
+        return _error(429, "RateLimitExceeded", headers=headers)
+    default = {401: "AuthenticationRequired", 400: "InvalidRequest"}.get(fault.status, "InternalServerError")
+    return _error(fault.status, fault.error or default)
+
+
+def _error(status: int, error: str, message: str | None = None, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": error, "message": message or MESSAGES.get(error, error)}, status, headers=headers)
+
+
+def _cid(record: dict[str, Any]) -> str:
+    return "bafyrei" + hashlib.sha256(repr(sorted(record.items())).encode()).hexdigest()[:52]
