@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,8 +30,6 @@ from api.schema import build_schema
 from domain.app import Parvis
 
 log = logging.getLogger("parvis.api")
-
-READ_MODELS = ("directory", "history")
 
 
 class ParvisGraphQL(GraphQL[Context, None]):
@@ -144,6 +142,7 @@ def create_app(
     secrets: SecretsPort,
     token_key: bytes,
     token_ttl: int,
+    read_models: Sequence[str] = (),
     pool_size: int = 10,
 ) -> Starlette:
     """Build the API; connections are opened in the lifespan, never at import time."""
@@ -154,7 +153,7 @@ def create_app(
         pool = await asyncpg.create_pool(
             database_url, min_size=1, max_size=pool_size, server_settings={"role": "parvis_app"}
         )
-        live = Live(database_url, READ_MODELS)
+        live = Live(database_url, read_models)
         await live.start()
         executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="parvis-command")
         domain = await _in_thread(executor, domain_factory)

@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 
 from api.access import UserError
 from api.context import Context
+from api.errors import Forbidden
 from domain.app import Outcome
 from domain.context import Actor, acting_as
 from domain.errors import Conflict, DomainError
@@ -79,6 +80,11 @@ async def execute(
                 continue
             result = CommandResult(None, [user_error(exc)])
         except DomainError as exc:
+            if exc.code == "FORBIDDEN":
+                # A role refusal the domain found (e.g. an approval step): an auth error, not a business one.
+                if idempotency_key is not None:
+                    await _release(ctx, principal.user_id, idempotency_key)
+                raise Forbidden(exc.message) from None
             result = CommandResult(None, [user_error(exc)])
             break
     if idempotency_key is not None:
@@ -129,6 +135,13 @@ async def _reserve(ctx: Context, principal: str, key: str, operation: str, diges
     if isinstance(value, list):
         value = tuple(value)
     return CommandResult(value, errors, row["position"])
+
+
+async def _release(ctx: Context, principal: str, key: str) -> None:
+    async with ctx.services.pool.acquire() as conn:
+        await conn.execute(
+            "DELETE FROM parvis.idempotency WHERE principal = $1 AND key = $2 AND result IS NULL", principal, key
+        )
 
 
 async def _complete(ctx: Context, principal: str, key: str, result: CommandResult[Any]) -> None:

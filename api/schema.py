@@ -27,6 +27,9 @@ from api.directory.queries import DirectoryQuery
 from api.directory.types import Agency, Channel, Tenant, User
 from api.errors import is_public
 from api.history.subscriptions import HistorySubscription
+from api.publishing.mutations import PublishingMutation
+from api.publishing.subscriptions import PublishingSubscription
+from api.publishing.types import Campaign, Post
 
 log = logging.getLogger("parvis.api")
 
@@ -39,12 +42,12 @@ class Query(DirectoryQuery):
 
 
 @strawberry.type
-class Mutation(DirectoryMutation):
+class Mutation(DirectoryMutation, PublishingMutation):
     pass
 
 
 @strawberry.type
-class Subscription(HistorySubscription):
+class Subscription(HistorySubscription, PublishingSubscription):
     pass
 
 
@@ -73,6 +76,14 @@ class MaskInternalErrors(MaskErrors):
         )
 
 
+class QueryCount(SchemaExtension):
+    """Outside production: how many SQL queries the operation's read session ran (DataLoaders keep it fixed)."""
+
+    def get_results(self) -> dict[str, Any]:
+        session = getattr(self.execution_context.context, "_session", None)
+        return {"sqlQueries": session.queries if session is not None else 0}
+
+
 def _should_mask(error: GraphQLError) -> bool:
     if is_public(error):
         return False
@@ -97,11 +108,13 @@ def build_schema(config: ApiConfig) -> strawberry.Schema:
     ]
     if not config.development:
         extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
+    else:
+        extensions.append(QueryCount)
     return ParvisSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        types=[Tenant, Agency, User, Channel],
+        types=[Tenant, Agency, User, Channel, Post, Campaign],
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=not config.development),
     )

@@ -109,6 +109,10 @@ class Post(ParvisAggregate):
         if self.status not in {a.value for a in allowed}:
             raise InvalidTransition(f"a {self.status} post cannot be {action}", "postId")
 
+    def check_channel(self, channel_id: str) -> None:
+        if channel_id not in {v["channel_id"] for v in self.variants}:
+            raise InvalidInput("the post has no variant for this channel", "channelId")
+
     def check_version(self, expected: int | None) -> None:
         if expected is not None and expected != self.version:
             raise Conflict(f"the post is at version {self.version}, not {expected}: reload it", "expectedVersion")
@@ -266,6 +270,7 @@ class Post(ParvisAggregate):
 
     def record_published(self, channel_id: str, external_id: str, url: str | None, at: datetime) -> None:
         self.check_status(S.PUBLISHING, action="marked published")
+        self.check_channel(channel_id)
         if channel_id in self.published:
             return
         self._variant_published(channel_id=channel_id, external_id=external_id, url=url, at=at)
@@ -282,6 +287,7 @@ class Post(ParvisAggregate):
 
     def record_failure(self, channel_id: str, kind: str, message: str) -> None:
         self.check_status(S.PUBLISHING, action="marked failed")
+        self.check_channel(channel_id)
         self._publish_failed(channel_id=channel_id, kind=kind, message=message[:2000])
 
     @event("PublishFailed")

@@ -6,11 +6,12 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from domain.base import ParvisAggregate, scope_of
+from domain.base import ParvisAggregate, kind_of, scope_of
 from domain.campaign import Campaign
 from domain.channel import Channel
 from domain.errors import DomainError, InvalidInput, NotFound
 from domain.post import CLIENT, INTERNAL, Post, PostStatus, Temperature, Variant
+from domain.scheduling import resolve
 from domain.strategy import EditorialLine, Objective, Persona, Strategy
 from domain.tenant import Tenant
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from domain.app import Outcome
 
 A = TypeVar("A", bound=ParvisAggregate)
+VERDICTS = ("approve", "request_changes", "reject")
 
 
 class StepNotAllowed(DomainError):
@@ -45,13 +47,15 @@ class PublishingCommands:
         sid = Strategy.create_id(tenant_key)
         return self.load(sid, Strategy) if self.exists(sid) else None
 
+    def check_channel(self, tenant_key: str, channel_id: str, field: str) -> None:
+        if scope_of(channel_id) != tenant_key or kind_of(channel_id) != "channel" or not self.exists(channel_id):
+            raise InvalidInput("no channel of this tenant has this id", field)
+        if not self.load(channel_id, Channel, field).connected:
+            raise InvalidInput("this channel is disconnected", field)
+
     def check_channels(self, tenant_key: str, channel_ids: Iterable[str], field: str) -> None:
         for i, channel_id in enumerate(channel_ids):
-            if scope_of(channel_id) != tenant_key or not self.exists(channel_id):
-                raise InvalidInput("no channel of this tenant has this id", f"{field}.{i}")
-            channel = self.load(channel_id, Channel)
-            if not channel.connected:
-                raise InvalidInput("this channel is disconnected", f"{field}.{i}")
+            self.check_channel(tenant_key, channel_id, f"{field}.{i}")
 
     def revise_strategy(
         self, tenant_key: str, reason: str, positioning: str | None, objectives: list[Objective],
@@ -60,10 +64,11 @@ class PublishingCommands:
         self.tenant(tenant_key).check_not_offboarded()
         for i, o in enumerate(objectives):
             if o.channel_id:
-                self.check_channels(tenant_key, [o.channel_id], f"objectives.{i}.channelId")
+                self.check_channel(tenant_key, o.channel_id, f"objectives.{i}.channelId")
         for i, p in enumerate(personas):
             self.check_channels(tenant_key, p.channel_ids, f"personas.{i}.channelIds")
-        self.check_channels(tenant_key, [c for c, _ in editorial_line.posts_per_week], "editorialLine.postsPerWeek")
+        for i, (channel_id, _) in enumerate(editorial_line.posts_per_week):
+            self.check_channel(tenant_key, channel_id, f"editorialLine.postsPerWeek.{i}.channelId")
         strategy = self.strategy(tenant_key) or Strategy(tenant_key=tenant_key)
         number = strategy.revise(reason, positioning, objectives, personas, editorial_line)
         return self._outcome(number, self.commit(strategy))
@@ -88,7 +93,8 @@ class PublishingCommands:
 
     def _checked_variants(self, tenant_key: str, variants: list[Variant]) -> list[dict[str, Any]]:
         checked = Variant.checked(variants)
-        self.check_channels(tenant_key, [v.channel_id for v in variants], "variants")
+        for i, v in enumerate(variants):
+            self.check_channel(tenant_key, v.channel_id, f"variants.{i}.channelId")
         return checked
 
     def draft_post(
@@ -97,7 +103,8 @@ class PublishingCommands:
     ) -> Outcome[str]:
         self.tenant(tenant_key).check_not_offboarded()
         checked = self._checked_variants(tenant_key, variants)
-        if campaign_id and (scope_of(campaign_id) != tenant_key or not self.exists(campaign_id)):
+        if campaign_id and (scope_of(campaign_id) != tenant_key or kind_of(campaign_id) != "campaign"
+                            or not self.exists(campaign_id)):
             raise InvalidInput("no campaign of this tenant has this id", "campaignId")
         strategy = self.strategy(tenant_key)
         if objective_id and (strategy is None or objective_id not in strategy.objective_ids):
@@ -125,6 +132,8 @@ class PublishingCommands:
     def review_post(self, post_id: str, user_id: str, verdict: str, comment: str | None,
                     steps: set[str]) -> Outcome[str]:
         """approve | request_changes | reject, refused unless the caller may take the step the post waits for."""
+        if verdict not in VERDICTS:  # the verdict names a method of Post: never call any other
+            raise InvalidInput("verdict must be approve, request_changes or reject", "verdict")
         post = self.post(post_id)
         step = post.step()
         if step not in steps:
@@ -139,7 +148,7 @@ class PublishingCommands:
         post = self.post(post_id)
         tenant = self.tenant(post.tenant_key)
         tenant.check_not_offboarded()
-        post.schedule(at, self.now())
+        post.schedule(resolve(at, tenant.timezone), self.now())  # a wall-clock time is the tenant's
         if tenant.crisis is not None:
             post.hold(tenant.crisis["reason"])  # a COLD post scheduled during a crisis waits at once
         return self._outcome(post_id, self.commit(post))

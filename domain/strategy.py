@@ -47,6 +47,8 @@ class Objective:
             raise InvalidInput("intent must be AWARENESS, APPRECIATION, ACTION or ADVOCACY", f"{where}.intent")
         if not _METRIC.match(self.metric or ""):
             raise InvalidInput("metric must be a snake_case name such as followers", f"{where}.metric")
+        if self.target is None:
+            raise InvalidInput("an objective needs a target: its KPI is a metric and a target", f"{where}.target")
         for name in ("target", "baseline"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
@@ -115,6 +117,7 @@ class Strategy(ParvisAggregate):
         self.tenant_key = tenant_key
         self.current = 0
         self.objective_ids: tuple[str, ...] = ()
+        self.persona_ids: tuple[str, ...] = ()
 
     class Revised(ParvisAggregate.Event):
         number: int

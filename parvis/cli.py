@@ -65,11 +65,14 @@ async def _migrate(settings: Settings) -> None:
 
     conn = await asyncpg.connect(settings.database_url)
     try:
+        # One process migrates at a time, the library's own statements included: every process migrates at
+        # start, and concurrent CREATE OR REPLACE FUNCTION fails with "tuple concurrently updated".
+        await conn.execute("SELECT pg_advisory_lock(hashtext('parvis.migrate'))")
         await migrate(conn)
+        # The library adds its own statements (insert function, type) on first construction.
+        await asyncio.to_thread(lambda: wiring.domain(settings, create_table=True).close())
     finally:
-        await conn.close()
-    # The library adds its own statements (insert function, type) on first construction.
-    await asyncio.to_thread(lambda: wiring.domain(settings, create_table=True).close())
+        await conn.close()  # releases the session lock
 
 
 @app.command()

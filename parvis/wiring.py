@@ -11,6 +11,7 @@ from parvis.settings import Settings
 from projections.base import Projection
 from projections.directory import Directory
 from projections.history import History
+from projections.publishing import Publishing
 
 
 def event_store_env(database_url: str, *, pool_size: int = 10, create_table: bool = False) -> dict[str, str]:
@@ -45,7 +46,7 @@ def domain(settings: Settings, *, create_table: bool = False) -> Parvis:
 
 def projections() -> list[Projection]:
     """Every read model, in the order the runner starts them."""
-    return [Directory(), History()]
+    return [Directory(), History(), Publishing()]
 
 
 def api_config(settings: Settings) -> ApiConfig:
@@ -76,5 +77,6 @@ def asgi_app(settings: Settings):  # type: ignore[no-untyped-def]
         secrets=secret_box(settings),
         token_key=token_key(settings),
         token_ttl=settings.access_token_ttl_seconds,
+        read_models=[p.name for p in projections()],
         pool_size=settings.db_pool_size,
     )

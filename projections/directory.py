@@ -13,7 +13,7 @@ class Directory(Projection):
     """Who and what exists: the agency, its tenants and channels, its people and their roles."""
 
     name = "directory"
-    version = 1
+    version = 2
     tables = {
         "agencies": "read.agencies",
         "tenants": "read.tenants",
@@ -35,6 +35,7 @@ CREATE TABLE {t["tenants"]} (
     timezone text NOT NULL, locale text NOT NULL, status text NOT NULL,
     approval_internal int NOT NULL DEFAULT 1, approval_client boolean NOT NULL DEFAULT false,
     approval_expires_hours int, approval_version int NOT NULL DEFAULT 0,
+    crisis_since timestamptz, crisis_reason text, crisis_by text,
     created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL);
 CREATE INDEX ON {t["tenants"]} (agency_id, created_at, tenant_id);
 CREATE TABLE {t["channels"]} (
@@ -140,6 +141,26 @@ GRANT SELECT ON {t["principals"]}, {t["grants"]}, {t["api_keys"]}, {t["agency_na
             p["client_approval"],
             p["expires_after_hours"],
             e.version,
+            env.at,
+            env.version,
+        )
+
+    async def _Tenant_CrisisActivated(self, conn: asyncpg.Connection, t: Mapping[str, str], env: Envelope) -> None:
+        await conn.execute(
+            f"UPDATE {t['tenants']} SET crisis_since = $2, crisis_reason = $3, crisis_by = $4, updated_at = $2, "
+            "version = $5 WHERE tenant_id = $1",
+            env.scope,
+            env.at,
+            env.e.reason,
+            env.meta.get("actor"),
+            env.version,
+        )
+
+    async def _Tenant_CrisisDeactivated(self, conn: asyncpg.Connection, t: Mapping[str, str], env: Envelope) -> None:
+        await conn.execute(
+            f"UPDATE {t['tenants']} SET crisis_since = NULL, crisis_reason = NULL, crisis_by = NULL, "
+            "updated_at = $2, version = $3 WHERE tenant_id = $1",
+            env.scope,
             env.at,
             env.version,
         )

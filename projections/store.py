@@ -68,7 +68,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $f$
 $f$;
 REVOKE ALL ON FUNCTION parvis.scope_events(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parvis.scope_events(text) TO {APP_ROLE};
-GRANT SELECT, INSERT, UPDATE ON parvis.idempotency TO {APP_ROLE};
+GRANT SELECT, INSERT, UPDATE, DELETE ON parvis.idempotency TO {APP_ROLE};
 """
 
 

@@ -118,6 +118,30 @@ def server(settings: Any, redis_url: str) -> Iterator[str]:
                 p.kill()
 
 
+@pytest.fixture(scope="module")
+def worker(settings: Any, redis_url: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`parvis work` for the session's database, on its own queue namespace; jobs redelivered after 3 s.
+
+    Module-scoped: other modules start workers of their own (e.g. with Redis stopped) on the same job outbox."""
+    import uuid
+
+    env = process_env(
+        settings.database_url,
+        redis_url,
+        PARVIS_QUEUE_NAMESPACE=f"parvis-e2e-{uuid.uuid4().hex[:8]}",
+        PARVIS_JOB_REDELIVER_SECONDS="3",
+        PARVIS_WORKER_THREADS="2",
+    )
+    proc = parvis("work", env=env)
+    yield proc
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(scope="session")
 def agency(settings: Any, domain: Any) -> dict[str, Any]:
     """An agency with its admin, registered through the domain."""

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -35,7 +37,7 @@ class Dispatcher(Projection):
     """Derives jobs from events and marks them done when their outcome is recorded."""
 
     name = "dispatcher"
-    version = 1
+    version = 1  # the outbox is never rebuilt blue/green: re-deriving would run done jobs again
     tables = {"jobs": "parvis.jobs"}
 
     def ddl(self, t: Mapping[str, str]) -> str:
@@ -49,40 +51,106 @@ CREATE INDEX ON {t["jobs"]} (due_at) WHERE status = 'pending';
 """
 
     async def apply(self, conn: asyncpg.Connection, t: Mapping[str, str], batch: Sequence[Envelope]) -> set[str]:
-        new: list[tuple[Any, ...]] = []
-        done: list[tuple[str, Any]] = []
-        cancelled: list[str] = []
+        plan = _Plan()
         for env in batch:
-            key = (env.aggregate_type, env.event_type)
-            if key == ("Channel", "Connected"):
-                check = f"{env.originator_id}@1"
-                new.append(self._job(env, f"check_channel:{check}", "check_channel", [env.originator_id, check]))
-            elif key == ("Channel", "CredentialsReplaced"):
-                check = f"{env.originator_id}@{env.e.credentials_version}"
-                new.append(self._job(env, f"check_channel:{check}", "check_channel", [env.originator_id, check]))
-            elif key == ("Channel", "HealthChecked") and env.e.check_id:
-                done.append((f"check_channel:{env.e.check_id}", env.at))
-            elif key == ("Channel", "Disconnected"):
-                cancelled.append(f"check_channel:{env.originator_id}@")
-        if new:
-            await conn.executemany(
-                f"INSERT INTO {t['jobs']} (id, tenant_id, actor, args, due_at, created_at, position) "
-                "VALUES ($1, $2, $3, $4::jsonb, $5, $5, $6) ON CONFLICT (id) DO NOTHING",
-                new,
-            )
-        if done:
-            await conn.executemany(
-                f"UPDATE {t['jobs']} SET status = 'done', done_at = $2 WHERE id = $1 AND status = 'pending'", done
-            )
-        for prefix in cancelled:
-            await conn.execute(
-                f"UPDATE {t['jobs']} SET status = 'cancelled' WHERE status = 'pending' AND starts_with(id, $1)", prefix
-            )
+            rule = getattr(self, f"_{env.aggregate_type}_{env.event_type}", None)
+            if rule is not None:
+                rule(plan, env)
+        await plan.write(conn, t["jobs"])
         return set()
+
+    # ---------------------------------------------------------------- channels: check new credentials
+    def _Channel_Connected(self, plan: _Plan, env: Envelope) -> None:
+        check = f"{env.originator_id}@1"
+        plan.new(self._job(env, f"check_channel:{check}", "check_channel", [env.originator_id, check]))
+
+    def _Channel_CredentialsReplaced(self, plan: _Plan, env: Envelope) -> None:
+        check = f"{env.originator_id}@{env.e.credentials_version}"
+        plan.new(self._job(env, f"check_channel:{check}", "check_channel", [env.originator_id, check]))
+
+    def _Channel_HealthChecked(self, plan: _Plan, env: Envelope) -> None:
+        if env.e.check_id:
+            plan.set(f"check_channel:{env.e.check_id}", "done", env)
+
+    def _Channel_Disconnected(self, plan: _Plan, env: Envelope) -> None:
+        plan.cancel_prefix(f"check_channel:{env.originator_id}@")
+
+    # ---------------------------------------------------------------- posts: publish when due, expire approvals
+    # One publish job per post: scheduling again moves it, holding or cancelling stops it, releasing restarts it.
+    def _Post_Scheduled(self, plan: _Plan, env: Envelope) -> None:
+        job = self._job(env, f"publish_post:{env.originator_id}", "publish_post", [env.originator_id])
+        plan.upsert((*job[:4], env.e.at, *job[5:]))
+
+    def _Post_Released(self, plan: _Plan, env: Envelope) -> None:
+        if env.e.status == "SCHEDULED":
+            plan.set(f"publish_post:{env.originator_id}", "pending", env, restart=True)
+
+    def _post_stopped(self, plan: _Plan, env: Envelope) -> None:
+        plan.set(f"publish_post:{env.originator_id}", "cancelled", env)
+        plan.cancel_prefix(f"expire_approval:{env.originator_id}#")
+
+    _Post_Held = _Post_Cancelled = _post_stopped
+
+    def _post_published(self, plan: _Plan, env: Envelope) -> None:
+        plan.set(f"publish_post:{env.originator_id}", "done", env)
+
+    _Post_Published = _Post_PublishFailed = _post_published
+
+    def _Post_Submitted(self, plan: _Plan, env: Envelope) -> None:
+        hours = env.e.policy.get("expires_after_hours")
+        if hours and env.e.status in ("IN_REVIEW", "AWAITING_CLIENT"):
+            job_id = f"expire_approval:{env.originator_id}#{env.e.submission}"
+            job = self._job(env, job_id, "expire_approval", [env.originator_id, env.e.submission])
+            plan.new((*job[:4], env.at + timedelta(hours=hours), *job[5:]))
+
+    def _post_reviewed(self, plan: _Plan, env: Envelope) -> None:
+        # Nothing to expire once the review chain has ended (approved to the end, sent back, or expired).
+        if env.event_type != "Approved" or env.e.status == "APPROVED":
+            plan.cancel_prefix(f"expire_approval:{env.originator_id}#")
+
+    _Post_Approved = _Post_ChangesRequested = _Post_Rejected = _Post_ApprovalExpired = _post_reviewed
 
     @staticmethod
     def _job(env: Envelope, job_id: str, actor: str, args: list[Any]) -> tuple[Any, ...]:
-        return (job_id, env.scope, actor, json.dumps(args), env.at, env.position)
+        """(id, tenant, actor, args, due at, created at, position): due as soon as the event happened."""
+        return (job_id, env.scope, actor, json.dumps(args), env.at, env.at, env.position)
+
+
+_INSERT = (
+    "INSERT INTO {jobs} (id, tenant_id, actor, args, due_at, created_at, position) "
+    "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7) ON CONFLICT (id) DO NOTHING"
+)
+_UPSERT = (
+    "INSERT INTO {jobs} (id, tenant_id, actor, args, due_at, created_at, position) "
+    "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET due_at = excluded.due_at, "
+    "status = 'pending', enqueued_at = NULL, attempts = 0, done_at = NULL, position = excluded.position"
+)
+_FINISH = "UPDATE {jobs} SET status = $2, done_at = $3 WHERE id = $1 AND status = 'pending'"
+_RESTART = "UPDATE {jobs} SET status = 'pending', enqueued_at = NULL, attempts = 0, done_at = NULL WHERE id = $1"
+_CANCEL_PREFIX = "UPDATE {jobs} SET status = 'cancelled' WHERE status = 'pending' AND starts_with(id, $1)"
+
+
+class _Plan:
+    """The job changes of one batch, applied in event order; runs of the same statement go in one round trip."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, tuple[Any, ...]]] = []
+
+    def new(self, job: tuple[Any, ...]) -> None:
+        self.steps.append((_INSERT, job))
+
+    def upsert(self, job: tuple[Any, ...]) -> None:
+        self.steps.append((_UPSERT, job))
+
+    def set(self, job_id: str, status: str, env: Envelope, *, restart: bool = False) -> None:
+        self.steps.append((_RESTART, (job_id,)) if restart else (_FINISH, (job_id, status, env.at)))
+
+    def cancel_prefix(self, prefix: str) -> None:
+        self.steps.append((_CANCEL_PREFIX, (prefix,)))
+
+    async def write(self, conn: asyncpg.Connection, jobs: str) -> None:
+        for sql, group in itertools.groupby(self.steps, key=lambda step: step[0]):
+            await conn.executemany(sql.format(jobs=jobs), [args for _, args in group])
 
 
 class Pump:

@@ -116,4 +116,16 @@ class DirectoryQuery:
                 return None
             row = await ctx.db.fetchrow("SELECT * FROM read.channels WHERE tenant_id = $1 AND id = $2", tenant.key, raw)
             return Channel.from_row(row) if row else None
+        if type_name in _TENANT_OBJECTS:
+            from api.publishing.types import Campaign, Post
+
+            if await load_tenant(ctx, ids.scope(raw)) is None:
+                return None
+            table, kind = _TENANT_OBJECTS[type_name], {"Post": Post, "Campaign": Campaign}[type_name]
+            row = await ctx.db.fetchrow(f"SELECT * FROM {table} WHERE tenant_id = $1 AND id = $2", ids.scope(raw), raw)
+            return kind.from_row(row) if row else None  # type: ignore[attr-defined, no-any-return]
         return None
+
+
+# Objects of a tenant that `node` resolves from their read-model table.
+_TENANT_OBJECTS = {"Post": "read.posts", "Campaign": "read.campaigns"}

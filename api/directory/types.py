@@ -22,6 +22,9 @@ from domain.tenant import TenantStatus as DomainTenantStatus
 
 if TYPE_CHECKING:
     from api.history.types import HistoryConnection, HistoryFilter, HistoryVerification
+    from api.publishing.types import CalendarEntry, CampaignConnection, Crisis, PostConnection, PostFilter, Strategy
+
+_PUBLISHING = "api.publishing.types"
 
 Role = strawberry.enum(DomainRole, name="Role")
 TenantKind = strawberry.enum(DomainTenantKind, name="TenantKind")
@@ -126,6 +129,7 @@ class Tenant(Node):
     approval_policy: ApprovalPolicy
     key: strawberry.Private[str]
     created_at: strawberry.Private[datetime]
+    row: strawberry.Private[Any]
 
     @classmethod
     def from_row(cls, row: Any) -> Tenant:
@@ -143,7 +147,67 @@ class Tenant(Node):
                 expires_after_hours=row["approval_expires_hours"],
             ),
             created_at=row["created_at"],
+            row=row,
         )
+
+    @strawberry.field(**secured(Permission.SEE, tenant_field=True))
+    async def crisis(self, info: Info[Context, None]) -> Annotated[Crisis, strawberry.lazy(_PUBLISHING)] | None:
+        from api.publishing import queries
+
+        return await queries.crisis(info.context, self.key, self.row)
+
+    @strawberry.field(**secured(Permission.SEE, tenant_field=True))
+    async def strategy(self, info: Info[Context, None]) -> Annotated[Strategy, strawberry.lazy(_PUBLISHING)] | None:
+        from api.publishing import queries
+
+        return await queries.strategy(info.context, self.key)
+
+    @strawberry.field(**secured(Permission.SEE, tenant_field=True))
+    async def strategy_at(
+        self, info: Info[Context, None], at: datetime
+    ) -> Annotated[Strategy, strawberry.lazy(_PUBLISHING)] | None:
+        from api.publishing import queries
+
+        return await queries.strategy(info.context, self.key, at)
+
+    @strawberry.field(**secured(Permission.SEE, tenant_field=True))
+    async def strategy_versions(
+        self, info: Info[Context, None]
+    ) -> list[Annotated[Strategy, strawberry.lazy(_PUBLISHING)]]:
+        from api.publishing import queries
+
+        return await queries.strategy_versions(info.context, self.key)
+
+    @strawberry.field(**secured(Permission.SEE, tenant_field=True))
+    async def campaigns(
+        self, info: Info[Context, None], first: int | None = 20, after: str | None = None
+    ) -> Annotated[CampaignConnection, strawberry.lazy(_PUBLISHING)]:
+        from api.publishing import queries
+
+        return await queries.campaigns(info.context, self.key, first, after)
+
+    @strawberry.field(**secured(Permission.SEE, tenant_field=True))
+    async def posts(
+        self,
+        info: Info[Context, None],
+        first: int | None = 20,
+        after: str | None = None,
+        filter: Annotated[PostFilter, strawberry.lazy(_PUBLISHING)] | None = None,
+    ) -> Annotated[PostConnection, strawberry.lazy(_PUBLISHING)]:
+        from api.publishing import queries
+
+        return await queries.posts(info.context, self.key, first, after, filter)
+
+    @strawberry.field(**secured(Permission.SEE, tenant_field=True))
+    async def calendar(
+        self,
+        info: Info[Context, None],
+        from_: Annotated[datetime, strawberry.argument(name="from")],
+        to: datetime,
+    ) -> list[Annotated[CalendarEntry, strawberry.lazy(_PUBLISHING)]]:
+        from api.publishing import queries
+
+        return await queries.calendar(info.context, self.key, from_, to)
 
     @strawberry.field(**secured(Permission.SEE, tenant_field=True))
     async def channels(self, info: Info[Context, None]) -> list[Channel]:

@@ -31,6 +31,7 @@ def unfiltered_api(settings: Any, server: str) -> Iterator[TestClient]:
         secrets=wiring.secret_box(settings),
         token_key=wiring.token_key(settings),
         token_ttl=300,
+        read_models=[p.name for p in wiring.projections()],
         pool_size=2,
     )
     with TestClient(app) as client:

@@ -8,17 +8,21 @@ from typing import Any
 import asyncpg
 import pytest
 
+from parvis import wiring
 from projections.audit import verify_scope
 from projections.runner import rebuild, tracked
 from projections.store import head_position
 from tests.support import PASSWORD
+
+# The read models the in-process projector runs (the dispatcher belongs to the workers).
+READ_MODELS = [p.name for p in wiring.projections()]
 
 
 async def caught_up(conn: asyncpg.Connection, within: float = 10) -> int:
     head = await head_position(conn)
     deadline = asyncio.get_running_loop().time() + within
     while asyncio.get_running_loop().time() < deadline:
-        rows = await conn.fetch("SELECT position FROM parvis.tracking WHERE projection NOT LIKE '%@next'")
+        rows = await conn.fetch("SELECT position FROM parvis.tracking WHERE projection = ANY($1)", READ_MODELS)
         if rows and all(r["position"] >= head for r in rows):
             return head
         await asyncio.sleep(0.05)

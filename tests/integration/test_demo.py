@@ -1,0 +1,39 @@
+"""The demo agency: loaded once, with strategies, campaigns and a week of posts in every state."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import asyncpg
+
+from parvis.demo import DEMO_AGENCY, TENANTS, load_demo
+from tests.integration.test_projections import caught_up
+
+
+async def test_the_demo_loads_once_with_a_strategy_a_campaign_and_posts_in_every_state(
+    projector: Any, settings: Any, conn: asyncpg.Connection
+) -> None:
+    # Given the demo loaded twice (as `parvis demo` does at every start)
+    banner = load_demo(settings)
+    load_demo(settings)
+    await caught_up(conn)
+
+    # Then there are three tenants, each with its strategy, its campaign, and posts along the approval chain
+    assert "admin@demo.parvis" in banner
+    tenants = await conn.fetch("SELECT tenant_id, name FROM read.tenants WHERE agency_id = $1", DEMO_AGENCY)
+    assert sorted(t["name"] for t in tenants) == sorted(t.name for t in TENANTS)
+    keys = [t["tenant_id"] for t in tenants]
+    strategies = await conn.fetch("SELECT tenant_id, version FROM read.strategies WHERE tenant_id = ANY($1)", keys)
+    assert sorted(s["version"] for s in strategies) == [1, 1, 1]
+    assert await conn.fetchval("SELECT count(*) FROM read.campaigns WHERE tenant_id = ANY($1)", keys) == 3
+    statuses = Counter(r["status"] for r in await conn.fetch(
+        "SELECT status FROM read.posts WHERE tenant_id = ANY($1)", keys))
+    assert sum(statuses.values()) == sum(len(t.posts) for t in TENANTS)
+    assert {"DRAFT", "IN_REVIEW", "AWAITING_CLIENT", "CHANGES_REQUESTED", "APPROVED", "SCHEDULED",
+            "CANCELLED"} <= set(statuses)
+    # And the approvals were given by the people who may give them, never the author
+    rows = await conn.fetch("SELECT author_id, approvals FROM read.posts WHERE tenant_id = ANY($1)", keys)
+    for row in rows:
+        assert all(a["by"] != row["author_id"] for a in json.loads(row["approvals"]))
