@@ -1,12 +1,14 @@
-"""A fake Bluesky PDS: the XRPC methods createSession, createRecord and getRecord, with their error shapes."""
+"""A fake Bluesky PDS: XRPC createSession, createRecord, getRecord and listNotifications, with their error shapes."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import secrets
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.applications import Starlette
@@ -41,6 +43,7 @@ class FakeBluesky:
                 Route("/xrpc/com.atproto.server.createSession", self.create_session, methods=["POST"]),
                 Route("/xrpc/com.atproto.repo.createRecord", self.create_record, methods=["POST"]),
                 Route("/xrpc/com.atproto.repo.getRecord", self.get_record),
+                Route("/xrpc/app.bsky.notification.listNotifications", self.list_notifications),
             ]
         )
         self.reset()
@@ -52,6 +55,10 @@ class FakeBluesky:
         self.records: dict[str, dict[str, Any]] = {}
         self.logins = 0
         self._tokens: dict[str, bool] = {}  # access token -> still valid
+        self.notifications: list[dict[str, Any]] = []  # oldest first
+        self.listings: list[dict[str, list[str]]] = []  # the query of each listNotifications request
+        self._rkeys = itertools.count(1)
+        self._indexed = datetime.now(UTC)
 
     @property
     def created(self) -> int:
@@ -76,6 +83,77 @@ class FakeBluesky:
         fault = self.faults.take("getRecord")
         response = _answer(fault) or self._record(request)
         return await answered(request, fault, response)
+
+    def uri(self, rkey: str) -> str:
+        """The at:// URI of one of the account's posts."""
+        return self._uri(rkey)
+
+    def add_mention(self, handle: str, text: str) -> dict[str, Any]:
+        """Someone mentions the account in a post."""
+        return self._notify("mention", handle, {"text": text})
+
+    def add_reply(self, handle: str, text: str, parent: str, root: str | None = None) -> dict[str, Any]:
+        """Someone replies to the post at `parent` (an at:// URI), in the thread started by `root`."""
+        reply = {
+            "root": {"uri": root or parent, "cid": _cid({"uri": root or parent})},
+            "parent": {"uri": parent, "cid": _cid({"uri": parent})},
+        }
+        return self._notify("reply", handle, {"text": text, "reply": reply}, subject=parent)
+
+    def add_quote(self, handle: str, text: str, quoted: str) -> dict[str, Any]:
+        """Someone quotes the post at `quoted` with their own text."""
+        embed = {"$type": "app.bsky.embed.record", "record": {"uri": quoted, "cid": _cid({"uri": quoted})}}
+        return self._notify("quote", handle, {"text": text, "embed": embed}, subject=quoted)
+
+    def add_like(self, handle: str, liked: str) -> dict[str, Any]:
+        """Someone likes the post at `liked`: a notification that is not an interaction to moderate."""
+        record = {"$type": "app.bsky.feed.like", "subject": {"uri": liked, "cid": _cid({"uri": liked})}}
+        return self._notify("like", handle, record, subject=liked, collection="app.bsky.feed.like")
+
+    def _notify(
+        self, reason: str, handle: str, record: dict[str, Any], subject: str | None = None, collection: str = POST
+    ) -> dict[str, Any]:
+        # Each notification is indexed a millisecond after the last at least: pages never split a tie.
+        self._indexed = max(datetime.now(UTC), self._indexed + timedelta(milliseconds=1))
+        author = {"did": "did:plc:" + hashlib.sha256(handle.encode()).hexdigest()[:24], "handle": handle}
+        full = {"$type": POST, **record, "createdAt": _timestamp(self._indexed - timedelta(milliseconds=300))}
+        note = {
+            "uri": f"at://{author['did']}/{collection}/{_tid(next(self._rkeys))}",
+            "cid": _cid(full),
+            "author": {**author, "displayName": handle.split(".", maxsplit=1)[0].title()},
+            "reason": reason,
+            "record": full,
+            "isRead": False,
+            "indexedAt": _timestamp(self._indexed),
+            "labels": [],
+        }
+        if subject:
+            note["reasonSubject"] = subject
+        self.notifications.append(note)
+        return note
+
+    async def list_notifications(self, request: Request) -> Response:
+        self.listings.append({k: request.query_params.getlist(k) for k in request.query_params})
+        fault = self.faults.take("listNotifications")
+        response = _answer(fault) or self._unauthorised(request) or self._notifications(request)
+        return await answered(request, fault, response)
+
+    def _notifications(self, request: Request) -> Response:
+        """Newest first; the cursor is the `indexedAt` of a page's last item, and pages go on below it."""
+        query = request.query_params
+        limit, reasons, cursor = int(query.get("limit") or 50), query.getlist("reasons"), query.get("cursor")
+        if not 1 <= limit <= 100:
+            return _error(400, "InvalidRequest", "limit must be between 1 and 100")
+        chosen = [
+            n
+            for n in reversed(self.notifications)
+            if (not reasons or n["reason"] in reasons) and (cursor is None or n["indexedAt"] < cursor)
+        ]
+        page = chosen[:limit]
+        body: dict[str, Any] = {"notifications": page, "priority": False}
+        if page:
+            body["cursor"] = page[-1]["indexedAt"]
+        return JSONResponse(body)
 
     async def _login(self, request: Request) -> Response:
         body = await request.json()
@@ -140,6 +218,15 @@ def _answer(fault: Fault | None) -> Response | None:
 
 def _error(status: int, error: str, message: str | None = None, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"error": error, "message": message or MESSAGES.get(error, error)}, status, headers=headers)
+
+
+def _tid(n: int) -> str:
+    """A record key shaped like a TID (13 base32-sortable characters)."""
+    return "".join("234567abcdefghijklmnopqrstuvwxyz"[(n >> shift) & 31] for shift in range(60, -1, -5))
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _cid(record: dict[str, Any]) -> str:

@@ -1,12 +1,18 @@
-"""A fake Mastodon instance: `verify_credentials` and `POST /api/v1/statuses`, as docs.joinmastodon.org has them."""
+"""A fake Mastodon instance, as docs.joinmastodon.org has it.
+
+`verify_credentials`, `POST /api/v1/statuses` and `GET /api/v1/notifications` (with `types[]`, `max_id`,
+`since_id`, `min_id`, `limit` and the Link header that the instance's controller writes).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import itertools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,6 +24,7 @@ from tests.fakes import Fault, Faults, answered
 ACCESS_TOKEN = "mastodon-token"
 MAX_CHARACTERS = 500  # the default of a Mastodon instance
 VISIBILITIES = ("public", "unlisted", "private", "direct")
+NOTIFICATIONS_LIMIT = (40, 80)  # the default and the maximum since Mastodon 4.1
 
 
 class FakeMastodon:
@@ -31,6 +38,7 @@ class FakeMastodon:
             routes=[
                 Route("/api/v1/accounts/verify_credentials", self.verify_credentials),
                 Route("/api/v1/statuses", self.post_status, methods=["POST"]),
+                Route("/api/v1/notifications", self.list_notifications),
             ]
         )
         self.reset()
@@ -41,6 +49,10 @@ class FakeMastodon:
         self.requests: Counter[str] = Counter()
         self.statuses: dict[str, dict[str, Any]] = {}
         self._by_key: dict[str, dict[str, Any]] = {}
+        self.notifications: list[dict[str, Any]] = []  # oldest first
+        self.listings: list[dict[str, list[str]]] = []  # the query of each notifications request
+        self._notification_ids = itertools.count(41_000_001)
+        self._remote_ids = itertools.count(113_000_000_000_000_001)
 
     @property
     def created(self) -> int:
@@ -58,6 +70,81 @@ class FakeMastodon:
         fault = self.faults.take("statuses")
         response = _answer(fault) or self._unauthorised(request) or await self._post(request, key)
         return await answered(request, fault, response)
+
+    def add_mention(
+        self,
+        acct: str,
+        text: str,
+        *,
+        visibility: str = "public",
+        in_reply_to: str | None = None,
+        content: str | None = None,
+    ) -> dict[str, Any]:
+        """Someone mentions the account (a reply when `in_reply_to` names a status); `content` is raw HTML."""
+        status_id = str(next(self._remote_ids))
+        now = _timestamp(datetime.now(UTC))
+        account = _remote_account(acct)
+        status = {
+            "id": status_id,
+            "created_at": now,
+            "in_reply_to_id": in_reply_to,
+            "in_reply_to_account_id": "1" if in_reply_to in self.statuses else None,
+            "visibility": visibility,
+            "content": content if content is not None else _content(self.username, text),
+            "account": account,
+            "mentions": [{"id": "1", "username": self.username, "acct": self.username}],
+        }
+        return self._notify("mention", account, status, now)
+
+    def add_reply(self, acct: str, text: str, in_reply_to: str) -> dict[str, Any]:
+        """Someone replies to a status (which mentions the account, as Mastodon replies do)."""
+        return self.add_mention(acct, text, in_reply_to=in_reply_to)
+
+    def add_favourite(self, acct: str, status_id: str) -> dict[str, Any]:
+        """Someone favourites one of the account's statuses: a notification that is not a mention."""
+        account = _remote_account(acct)
+        return self._notify("favourite", account, self.statuses.get(status_id), _timestamp(datetime.now(UTC)))
+
+    def _notify(self, kind: str, account: dict[str, Any], status: dict[str, Any] | None, at: str) -> dict[str, Any]:
+        note_id = str(next(self._notification_ids))
+        note = {"id": note_id, "type": kind, "created_at": at, "account": account, "status": status}
+        self.notifications.append(note)
+        return note
+
+    async def list_notifications(self, request: Request) -> Response:
+        self.listings.append({k: request.query_params.getlist(k) for k in request.query_params})
+        fault = self.faults.take("notifications")
+        response = _answer(fault) or self._unauthorised(request) or self._notifications(request)
+        return await answered(request, fault, response)
+
+    def _notifications(self, request: Request) -> Response:
+        """A page newest first, paginated as Mastodon's `to_a_paginated_by_id` does (ids compare as numbers)."""
+        query = request.query_params
+        default, maximum = NOTIFICATIONS_LIMIT
+        limit = min(int(query.get("limit") or default), maximum)
+        types, excluded = query.getlist("types[]"), query.getlist("exclude_types[]")
+        max_id, since_id, min_id = (int(query.get(k) or 0) or None for k in ("max_id", "since_id", "min_id"))
+        chosen = [
+            n
+            for n in self.notifications
+            if (not types or n["type"] in types)
+            and n["type"] not in excluded
+            and (max_id is None or int(n["id"]) < max_id)
+            and (since_id is None or int(n["id"]) > since_id)
+            and (min_id is None or int(n["id"]) > min_id)
+        ]
+        # With `min_id` the page is the one just above it; otherwise the newest ones below `max_id`.
+        page = chosen[:limit] if min_id is not None else chosen[-limit:]
+        page.reverse()
+        headers = {}
+        if page:
+            kept = [(k, v) for k, v in query.multi_items() if k in ("limit", "types[]", "exclude_types[]")]
+            base = request.url.replace(query="")
+            # Like the instance's controller: `next` pages down from the oldest, `prev` up from the newest; the
+            # links keep `limit` and the types, not `since_id`.
+            links = {"next": ("max_id", page[-1]["id"]), "prev": ("min_id", page[0]["id"])}
+            headers["Link"] = ", ".join(f'<{base}?{urlencode([*kept, at])}>; rel="{rel}"' for rel, at in links.items())
+        return JSONResponse(page, headers=headers)
 
     def _account(self, request: Request) -> Response:
         account = {"id": "1", "username": self.username, "acct": self.username, "display_name": "Parvis demo"}
@@ -124,6 +211,25 @@ def _answer(fault: Fault | None) -> Response | None:
     if fault.status >= 500:  # the instance's proxy answers with a page, not JSON
         return HTMLResponse("<h1>We're sorry, but something went wrong.</h1>", fault.status)
     return _error(fault.status, fault.error or "Error")
+
+
+def _content(username: str, text: str) -> str:
+    """A status' HTML as Mastodon renders it: the mention as an h-card, paragraphs, line breaks, escaped text."""
+    link = f'<a href="https://fake.example/@{username}" class="u-url mention">@<span>{username}</span></a>'
+    mention = f'<span class="h-card">{link}</span>'
+    paragraphs = [html.escape(p).replace("\n", "<br />") for p in text.split("\n\n")]
+    paragraphs[0] = f"{mention} {paragraphs[0]}"
+    return "".join(f"<p>{p}</p>" for p in paragraphs)
+
+
+def _remote_account(acct: str) -> dict[str, Any]:
+    """Another account, whose id is a function of its address."""
+    number = int.from_bytes(hashlib.sha256(acct.encode()).digest()[:4])
+    return {"id": str(number), "username": acct.split("@", maxsplit=1)[0], "acct": acct}
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _error(status: int, message: str) -> Response:

@@ -362,6 +362,7 @@ def test_a_webhook_post_is_delivered_signed_and_returns_the_receivers_id(
         "channel": {"id": "ch-w", "platform": "WEBHOOK", "handle": "intranet"},
         "body": "Bonjour",
         "media_urls": ["https://cdn.example/a.jpg"],
+        "in_reply_to": None,
     }
     assert (published.external_id, published.external_url) == ("post-1", "https://receiver.example/posts/post-1")
 

@@ -51,10 +51,11 @@ class ChannelRef:
 
 @dataclass(frozen=True)
 class VariantRef:
-    """The text and media of one post on one channel."""
+    """The text and media of one post on one channel; a reply names the platform id it answers."""
 
     body: str
     media_urls: tuple[str, ...] = field(default_factory=tuple)
+    in_reply_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,28 @@ class CheckResult:
     detail: str | None = None
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """One incoming interaction as a platform delivers it, for the moderation inbox."""
+
+    kind: str  # "COMMENT" | "REPLY" | "DIRECT_MESSAGE" | "MENTION" | "REVIEW" | "OFFER"
+    external_id: str  # the platform's id of the item (what a reply to it names)
+    author: str  # the author's handle, e.g. "@alice@instance.social" or "alice.bsky.social"
+    text: str  # plain text (HTML stripped)
+    received_at: datetime  # timezone-aware
+    in_reply_to: str | None = None  # the platform id of OUR post it answers, when it answers one
+
+
+@dataclass(frozen=True)
+class Page:
+    """What is new since a cursor, oldest first, and the cursor to give back next time."""
+
+    items: list[Fetched]
+    cursor: str | None
+
+
 class Connector(Protocol):
-    """Publish a variant, check credentials (fetching interactions and metrics come later)."""
+    """Publish a variant (or a reply), check credentials, fetch incoming interactions."""
 
     name: str
 
@@ -81,6 +102,12 @@ class Connector(Protocol):
 
     def publish(self, channel: ChannelRef, variant: VariantRef, idempotency_key: str) -> Published:
         """Publish once: the same idempotency key never creates a second post on the platform."""
+        ...
+
+    def fetch_interactions(
+        self, channel: ChannelRef, cursor: str | None, published: list[tuple[str, datetime]]
+    ) -> Page:
+        """Interactions received since `cursor` (None: the first fetch); `published` is (external id, time) of ours."""
         ...
 
 

@@ -18,7 +18,9 @@ from workers.connectors.base import (
     CheckResult,
     ConnectorError,
     FailureKind,
+    Fetched,
     Health,
+    Page,
     Published,
     VariantRef,
     credential,
@@ -33,6 +35,10 @@ MAX_GRAPHEMES = 300
 MAX_BYTES = 3000  # the lexicon's second bound on `text`
 _TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 _TOKEN_ERRORS = ("ExpiredToken", "InvalidToken")
+LIST_NOTIFICATIONS = "app.bsky.notification.listNotifications"
+PAGE_SIZE = 100  # the lexicon's maximum
+MAX_PAGES = 5
+_KINDS = {"mention": "MENTION", "reply": "REPLY", "quote": "MENTION"}  # the reasons the inbox keeps
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,9 @@ class BlueskyConnector:
 
     def publish(self, channel: ChannelRef, variant: VariantRef, idempotency_key: str) -> Published:
         """Post the text, with media URLs appended as links (not uploaded as blobs), once per idempotency key."""
+        if variant.in_reply_to:
+            # A Bluesky reply needs the strong references (uri and cid) of its parent and root posts.
+            raise ConnectorError(FailureKind.UNKNOWN, "bluesky: replies are not supported by this connector yet")
         record = post_record(variant, datetime.now(UTC))
         rkey = record_key(idempotency_key)
         service = http_url(credential(channel, "service")).rstrip("/")
@@ -83,6 +92,36 @@ class BlueskyConnector:
                 if existing is not None:
                     return existing
             raise _failure(response)
+
+    def fetch_interactions(
+        self, channel: ChannelRef, cursor: str | None, published: list[tuple[str, datetime]]
+    ) -> Page:
+        """Mentions, replies and quotes indexed after the cursor (the `indexedAt` of the newest one seen)."""
+        since = _instant(cursor) if cursor else None
+        service = http_url(credential(channel, "service")).rstrip("/")
+        notes: list[dict[str, Any]] = []
+        with httpx.Client(timeout=self.timeout) as client:
+            session, fresh = self._session(client, channel)
+            params: dict[str, Any] = {"limit": PAGE_SIZE, "reasons": list(_KINDS)}
+            # The API pages backwards from the newest; a first fetch takes one page, older ones predate moderation.
+            for _ in range(MAX_PAGES if since else 1):
+                response = self._list(client, service, session, params)
+                if not fresh and _auth_failed(response):
+                    session, fresh = self._session(client, channel, renew=True)
+                    response = self._list(client, service, session, params)
+                page, older = _notifications(response)
+                new = [n for n in page if since is None or _instant(n["indexedAt"]) > since]
+                notes += new
+                if not page or not older or len(new) < len(page):
+                    break  # the cursor is reached, or there is nothing older
+                params["cursor"] = older
+        notes.sort(key=lambda n: _instant(n["indexedAt"]))
+        items = [f for f in (_fetched(n, session.did) for n in notes) if f is not None]
+        return Page(items, notes[-1]["indexedAt"] if notes else cursor)
+
+    def _list(self, client: httpx.Client, service: str, session: _Session, params: dict[str, Any]) -> httpx.Response:
+        auth = {"Authorization": f"Bearer {session.access_jwt}"}
+        return self._call(client, "GET", f"{service}/xrpc/{LIST_NOTIFICATIONS}", params=params, headers=auth)
 
     def _session(self, client: httpx.Client, channel: ChannelRef, renew: bool = False) -> tuple[_Session, bool]:
         """The cached session of this account, or a new one (True when new)."""
@@ -173,6 +212,58 @@ def _extends(ch: str) -> bool:
         or 0x1F3FB <= code <= 0x1F3FF  # skin tones
         or 0xE0020 <= code <= 0xE007F  # tag sequences (subdivision flags)
     )
+
+
+def _notifications(response: httpx.Response) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of notifications (newest first) and the API's cursor to the older ones."""
+    if response.status_code != 200:
+        raise _failure(response)
+    try:
+        body = response.json()
+        page = body["notifications"]
+        for note in page:
+            _instant(note["indexedAt"])
+        return page, body.get("cursor") or None
+    except (ValueError, KeyError, TypeError):
+        raise ConnectorError(FailureKind.UNKNOWN, "bluesky: notifications were answered but not readable") from None
+
+
+def _fetched(note: dict[str, Any], did: str) -> Fetched | None:
+    """A notification as an interaction; a reply names our post only when its parent is one of ours."""
+    kind = _KINDS.get(note.get("reason", ""))
+    if kind is None:
+        return None  # a PDS that ignores `reasons` also lists likes, follows and reposts
+    try:
+        record = note["record"]
+        parent = str(((record.get("reply") or {}).get("parent") or {}).get("uri", ""))
+        # Our posts' ids are their at:// URIs (see `_published`): a parent in our repository is one of them.
+        ours = kind == "REPLY" and parent.startswith(f"at://{did}/{POST}/")
+        return Fetched(
+            kind,
+            str(note["uri"]),
+            str(note["author"]["handle"]),
+            str(record.get("text", "")),
+            _received(record.get("createdAt"), note["indexedAt"]),
+            parent if ours else None,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ConnectorError(FailureKind.UNKNOWN, "bluesky: a notification was answered but not readable") from None
+
+
+def _received(created_at: Any, indexed_at: str) -> datetime:
+    """When the author wrote it, as their client says; when the network saw it if that is unreadable."""
+    try:
+        return _instant(str(created_at))
+    except ValueError:
+        return _instant(indexed_at)
+
+
+def _instant(value: str) -> datetime:
+    """An AT Protocol datetime, which always carries its time zone (a naive one is refused)."""
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError(f"no time zone in {value!r}")
+    return moment
 
 
 def _published(session: _Session, rkey: str, created_at: str) -> Published:

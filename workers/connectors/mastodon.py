@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
+from html.parser import HTMLParser
+from typing import Any
 
 import httpx
 
@@ -11,7 +13,9 @@ from workers.connectors.base import (
     CheckResult,
     ConnectorError,
     FailureKind,
+    Fetched,
     Health,
+    Page,
     Published,
     VariantRef,
     credential,
@@ -20,6 +24,10 @@ from workers.connectors.base import (
     parse_retry_after,
     seconds_until,
 )
+
+NOTIFICATIONS = "/api/v1/notifications"
+PAGE_SIZE = 40
+MAX_PAGES = 10  # a burst past 400 mentions between two polls is finished by the next poll, from the cursor
 
 
 class MastodonConnector:
@@ -44,6 +52,8 @@ class MastodonConnector:
         """Post a public status; media URLs are appended to the text as links rather than uploaded as attachments."""
         text = "\n\n".join([variant.body, "\n".join(variant.media_urls)]) if variant.media_urls else variant.body
         status = {"status": text, "visibility": "public"}
+        if variant.in_reply_to:
+            status["in_reply_to_id"] = variant.in_reply_to
         response = self._request(channel, "POST", "/api/v1/statuses", json=status, key=idempotency_key)
         if response.status_code != 200:
             raise _failure(response)
@@ -52,6 +62,64 @@ class MastodonConnector:
             return Published(str(made["id"]), made.get("url"), datetime.fromisoformat(made["created_at"]))
         except (ValueError, KeyError, TypeError):
             raise ConnectorError(FailureKind.UNKNOWN, "mastodon: a status was answered but not readable") from None
+
+    def fetch_interactions(
+        self, channel: ChannelRef, cursor: str | None, published: list[tuple[str, datetime]]
+    ) -> Page:
+        """Mentions newer than the cursor (a notification id), which include replies and direct messages."""
+        url = http_url(credential(channel, "base_url")).rstrip("/") + NOTIFICATIONS
+        query: dict[str, Any] = {"types[]": ["mention"], "limit": PAGE_SIZE}
+        with httpx.Client(timeout=self.timeout) as client:
+            if cursor is None:
+                # A first fetch takes the latest page only: older mentions predate the channel's moderation.
+                notes, _ = self._notifications(client, channel, url, query)
+            else:
+                notes, _ = self._notifications(client, channel, url, {**query, "since_id": cursor})
+                if len(notes) >= PAGE_SIZE:
+                    # A full page is the newest part of a burst: walk up from the cursor instead, so that when
+                    # the walk stops at MAX_PAGES, what it missed is all newer than the cursor it returns.
+                    notes = self._forward(client, channel, url, {**query, "min_id": cursor})
+        new = sorted(
+            {n["id"]: n for n in notes if cursor is None or _id_key(n["id"]) > _id_key(cursor)}.values(),
+            key=lambda n: _id_key(n["id"]),
+        )
+        items = [f for f in map(_fetched, new) if f is not None]
+        return Page(items, new[-1]["id"] if new else cursor)
+
+    def _forward(self, client: httpx.Client, channel: ChannelRef, url: str, query: dict[str, Any]) -> list[Any]:
+        """Pages from `min_id` upwards, each found by the previous page's `prev` link, at most MAX_PAGES."""
+        notes: list[Any] = []
+        params: Any = query
+        for _ in range(MAX_PAGES):
+            page, links = self._notifications(client, channel, url, params)
+            notes += page
+            newer = links.get("prev", {}).get("url")
+            if len(page) < PAGE_SIZE or not newer:
+                break
+            # Only the link's query is taken: the token is sent to the configured instance, never to a linked host.
+            params = httpx.URL(newer).params
+        return notes
+
+    def _notifications(
+        self, client: httpx.Client, channel: ChannelRef, url: str, params: Any
+    ) -> tuple[list[Any], dict[str, dict[str, str]]]:
+        """One page of notifications (newest first) and its Link header's links."""
+        headers = {"Authorization": f"Bearer {credential(channel, 'access_token')}"}
+        try:
+            response = client.get(url, params=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise network_failure(self.name, exc) from None
+        if response.status_code != 200:
+            raise _failure(response)
+        try:
+            notes = response.json()
+            if not isinstance(notes, list) or not all(isinstance(n, dict) and isinstance(n["id"], str) for n in notes):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise ConnectorError(
+                FailureKind.UNKNOWN, "mastodon: notifications were answered but not readable"
+            ) from None
+        return notes, response.links
 
     def _request(
         self, channel: ChannelRef, method: str, path: str, json: dict[str, str] | None = None, key: str | None = None
@@ -65,6 +133,59 @@ class MastodonConnector:
                 return client.request(method, base + path, json=json, headers=headers)
         except httpx.HTTPError as exc:
             raise network_failure(self.name, exc) from None
+
+
+def _fetched(note: dict[str, Any]) -> Fetched | None:
+    """A mention as an interaction: a direct message, a reply, or a mention (None when its status is gone)."""
+    status = note.get("status")
+    if note.get("type") != "mention" or not isinstance(status, dict):
+        return None  # an instance that ignores `types[]`, or a status deleted since
+    try:
+        answers = status.get("in_reply_to_id")
+        # A private message stays one even when it answers a post: it must never be answered in public.
+        kind = "DIRECT_MESSAGE" if status.get("visibility") == "direct" else "REPLY" if answers else "MENTION"
+        return Fetched(
+            kind,
+            str(status["id"]),
+            "@" + str(note["account"]["acct"]),
+            plain_text(str(status.get("content") or "")),
+            datetime.fromisoformat(status["created_at"]),
+            str(answers) if answers else None,
+        )
+    except (ValueError, KeyError, TypeError):
+        raise ConnectorError(FailureKind.UNKNOWN, "mastodon: a mention was answered but not readable") from None
+
+
+class _PlainText(HTMLParser):
+    """The text of a status' HTML, with a line break for `<br>` and a blank line between paragraphs."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "br":
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "p":
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def plain_text(content: str) -> str:
+    """A status' HTML content as plain text (links keep their full URL, entities are decoded)."""
+    parser = _PlainText()
+    parser.feed(content)
+    parser.close()
+    return "".join(parser.parts).strip()
+
+
+def _id_key(notification_id: str) -> tuple[int, str]:
+    """Mastodon ids are decimal strings: the longer is the newer, then they compare as text."""
+    return len(notification_id), notification_id
 
 
 def _error_of(response: httpx.Response) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,9 @@ from workers.connectors.base import (
     Connector,
     ConnectorError,
     FailureKind,
+    Fetched,
     Health,
+    Page,
     Published,
     VariantRef,
 )
@@ -63,6 +66,9 @@ class SandboxConnector:
 
     name = "sandbox"
 
+    def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
+        self._clock = clock or (lambda: datetime.now(UTC))
+
     def check(self, channel: ChannelRef) -> CheckResult:
         creds = channel.credentials
         if creds.get("unreachable"):
@@ -75,16 +81,43 @@ class SandboxConnector:
 
     def publish(self, channel: ChannelRef, variant: VariantRef, idempotency_key: str) -> Published:
         """Publish on the simulated network: the post's id is a function of the key, so a retry is the same post."""
-        creds = channel.credentials
-        if creds.get("unreachable"):
-            raise ConnectorError(FailureKind.NETWORK, "the sandbox network is unreachable")
-        if creds.get("expired") or creds.get("revoked"):
-            raise ConnectorError(FailureKind.AUTH_EXPIRED, "the sandbox says: token expired")
+        _check_access(channel)
         if REJECT_MARKER in variant.body:
             raise ConnectorError(FailureKind.REJECTED_CONTENT, "the sandbox says: this post breaks the house rules")
         external_id = str(uuid.uuid5(_NAMESPACE, f"{channel.id}/{idempotency_key}"))
         url = f"https://sandbox.parvis.dev/@{channel.handle.lstrip('@')}/{external_id}"
         return Published(external_id, url, datetime.now(UTC))
+
+    def fetch_interactions(
+        self, channel: ChannelRef, cursor: str | None, published: list[tuple[str, datetime]]
+    ) -> Page:
+        """What the simulation delivered on our posts after the cursor (the time of the last fetch) until now."""
+        _check_access(channel)
+        since = datetime.fromisoformat(cursor) if cursor else None
+        # A clock set back never moves the cursor back: what was delivered is not delivered again.
+        now = max(self._clock(), since) if since else self._clock()
+        received = interactions_for(channel, published, now)
+        return Page([_fetched(i) for i in received if since is None or i["received_at"] > since], now.isoformat())
+
+
+def _check_access(channel: ChannelRef) -> None:
+    """Refuse as the channel's credentials say: unreachable, or expired or revoked."""
+    creds = channel.credentials
+    if creds.get("unreachable"):
+        raise ConnectorError(FailureKind.NETWORK, "the sandbox network is unreachable")
+    if creds.get("expired") or creds.get("revoked"):
+        raise ConnectorError(FailureKind.AUTH_EXPIRED, "the sandbox says: token expired")
+
+
+def _fetched(item: dict[str, Any]) -> Fetched:
+    return Fetched(
+        item["kind"],
+        item["external_id"],
+        "@" + item["author_handle"],
+        item["text"],
+        item["received_at"],
+        item["post_external_id"],
+    )
 
 
 def interactions_for(

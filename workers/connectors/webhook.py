@@ -54,6 +54,7 @@ class WebhookConnector:
             "channel": {"id": channel.id, "platform": channel.platform, "handle": channel.handle},
             "body": variant.body,
             "media_urls": list(variant.media_urls),
+            "in_reply_to": variant.in_reply_to,
         }
         response = self._send(channel, payload, idempotency_key)
         if not response.is_success:
