@@ -144,6 +144,7 @@ def create_app(
     token_ttl: int,
     read_models: Sequence[str] = (),
     pool_size: int = 10,
+    hook_key: bytes = b"",
 ) -> Starlette:
     """Build the API; connections are opened in the lifespan, never at import time."""
     holder: dict[str, Services] = {}
@@ -193,12 +194,20 @@ def create_app(
     async def metrics(_request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    async def hook(request: Request) -> Response:
+        from api.hooks import receive
+
+        if "services" not in holder or not hook_key:
+            return JSONResponse({"error": "not ready"}, status_code=503)
+        return await receive(request, holder["services"], hook_key)
+
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
+        Route("/hooks/channels/{channel_id}", hook, methods=["POST"]),
     ]
     middleware = [
         Middleware(BodyLimit, limit=config.max_body_bytes),

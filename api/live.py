@@ -8,6 +8,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -111,3 +112,23 @@ class Live:
             self._subscribers[tenant].discard(queue)
             if not self._subscribers[tenant]:
                 del self._subscribers[tenant]
+
+
+async def follow(ctx: Any, key: str, sql: str, last: int, position: str) -> AsyncIterator[asyncpg.Record]:
+    """Rows of a tenant's change feed after `last`, as the projector reaches them (`sql` takes key and last).
+
+    No transaction stays open while the feed waits: each wake-up reads in a session of its own."""
+    await ctx.close()
+    async with ctx.services.live.subscribe(key) as changes:
+        while True:
+            await changes.get()
+            while not changes.empty():
+                changes.get_nowait()
+            session = ctx.fresh_db()
+            try:
+                rows = await session.fetch(sql, key, last)
+            finally:
+                await session.close()
+            for row in rows:
+                last = row[position]
+                yield row

@@ -27,6 +27,9 @@ from api.directory.queries import DirectoryQuery
 from api.directory.types import Agency, Channel, Tenant, User
 from api.errors import is_public
 from api.history.subscriptions import HistorySubscription
+from api.moderation.mutations import ModerationMutation
+from api.moderation.subscriptions import ModerationSubscription
+from api.moderation.types import Interaction
 from api.publishing.mutations import PublishingMutation
 from api.publishing.subscriptions import PublishingSubscription
 from api.publishing.types import Campaign, Post
@@ -42,12 +45,12 @@ class Query(DirectoryQuery):
 
 
 @strawberry.type
-class Mutation(DirectoryMutation, PublishingMutation):
+class Mutation(DirectoryMutation, PublishingMutation, ModerationMutation):
     pass
 
 
 @strawberry.type
-class Subscription(HistorySubscription, PublishingSubscription):
+class Subscription(HistorySubscription, PublishingSubscription, ModerationSubscription):
     pass
 
 
@@ -114,7 +117,7 @@ def build_schema(config: ApiConfig) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        types=[Tenant, Agency, User, Channel, Post, Campaign],
+        types=[Tenant, Agency, User, Channel, Post, Campaign, Interaction],
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=not config.development),
     )

@@ -24,6 +24,7 @@ from domain.agency import Agency
 from domain.base import ParvisAggregate, new_key, scope_of
 from domain.channel import CONNECTOR_OF, Channel, ChannelHealth, Platform
 from domain.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from domain.inbox import ModerationCommands, PersonalData
 from domain.people import AccessDenial, ApiKey, Membership, User
 from domain.publishing import PublishingCommands
 from domain.roles import Role
@@ -65,7 +66,7 @@ def make_mapper() -> Mapper[str]:
     return Mapper(transcoder=make_transcoder())
 
 
-class Parvis(PublishingCommands, Application[str]):
+class Parvis(ModerationCommands, PublishingCommands, Application[str]):
     """All aggregates of all tenants, in one store with one notification sequence."""
 
     name = "Parvis"
@@ -75,14 +76,28 @@ class Parvis(PublishingCommands, Application[str]):
         env: Mapping[str, str] | None = None,
         secrets: Secrets | None = None,
         clock: Callable[[], datetime] | None = None,
+        personal: PersonalData | None = None,
     ) -> None:
         super().__init__(env)
         self._secrets = secrets
+        self._personal = personal
         self._clock = clock or (lambda: datetime.now(UTC))
 
     def now(self) -> datetime:
         """The current instant (a clock the tests control)."""
         return self._clock()
+
+    def close(self) -> None:
+        super().close()
+        closer = getattr(self._personal, "close", None)
+        if closer is not None:
+            closer()
+
+    @property
+    def personal(self) -> PersonalData:  # type: ignore[override]
+        if self._personal is None:
+            raise RuntimeError("this command needs the personal-data port")
+        return self._personal
 
     @property
     def secrets(self) -> Secrets:
@@ -203,6 +218,12 @@ class Parvis(PublishingCommands, Application[str]):
         """Record a credentials check; False when that check was already recorded (a redelivered job)."""
         channel = self.load(channel_id, Channel, "channelId")
         recorded = channel.record_health(ChannelHealth(health), detail, check_id)
+        return Outcome(recorded, self.commit(channel) if recorded else None)
+
+    def record_poll(self, channel_id: str, number: int, cursor: str | None, fetched: int, next_at: datetime,
+                    error: str | None = None) -> Outcome[bool]:
+        channel = self.load(channel_id, Channel, "channelId")
+        recorded = channel.record_poll(number, cursor, fetched, next_at, error)
         return Outcome(recorded, self.commit(channel) if recorded else None)
 
     def channel(self, channel_id: str) -> Channel:

@@ -82,6 +82,7 @@ class Tenant(ParvisAggregate):
         self.approval_policy = ApprovalPolicy()
         self.approval_policy_version = 0
         self.crisis: dict[str, Any] | None = None
+        self.suggested_windows: tuple[str, ...] = ()
 
     def check_not_offboarded(self) -> None:
         if self.status == TenantStatus.OFFBOARDED.value:
@@ -130,6 +131,17 @@ class Tenant(ParvisAggregate):
     @event("CrisisActivated")
     def _crisis_activated(self, reason: str) -> None:
         self.crisis = {"reason": reason}
+
+    def suggest_crisis(self, reason: str, figures: dict[str, Any], window_key: str) -> bool:
+        """A spike in volume or negativity: suggested once per window, never while already in crisis."""
+        if self.crisis is not None or window_key in self.suggested_windows:
+            return False
+        self._crisis_suggested(reason=reason, figures=figures, window_key=window_key)
+        return True
+
+    @event("CrisisSuggested")
+    def _crisis_suggested(self, reason: str, figures: dict[str, Any], window_key: str) -> None:
+        self.suggested_windows = (*self.suggested_windows[-50:], window_key)
 
     def deactivate_crisis(self) -> None:
         if self.crisis is None:

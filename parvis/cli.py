@@ -24,6 +24,8 @@ projections_app = typer.Typer(help="Read models: status and blue/green rebuilds.
 agency_app = typer.Typer(help="Agencies.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
 app.add_typer(agency_app, name="agency")
+hooks_app = typer.Typer(help="Inbound webhooks.", no_args_is_help=True)
+app.add_typer(hooks_app, name="hooks")
 console = Console(stderr=True)
 log = logging.getLogger("parvis")
 
@@ -122,7 +124,7 @@ def project() -> None:
     with resolved() as settings:
         run(_migrate(settings))
         assert settings.database_url
-        runner = Runner(settings.database_url, wiring.projections(), batch_size=settings.projection_batch_size)
+        runner = Runner(settings.database_url, wiring.projections(settings), batch_size=settings.projection_batch_size)
         run(_until_signal(runner.run, runner.stop))
 
 
@@ -191,6 +193,24 @@ def agency_create(
         typer.echo(f"agency {agency_key} created; admin user {user_id}")
 
 
+@hooks_app.command("secret")
+def hooks_secret(channel_id: str = typer.Argument(..., help="The channel's id, as the API shows it.")) -> None:
+    """Print the URL path and signing secret of a channel's inbound webhook (keep the secret secret)."""
+    from api import ids
+    from api.errors import ApiError
+    from api.hooks import hook_secret
+    from parvis import wiring
+
+    try:
+        raw = ids.raw(channel_id, "Channel", "channelId")
+    except ApiError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
+    settings = Settings()
+    typer.echo(f"POST /hooks/channels/{channel_id}")
+    typer.echo(f"secret: {hook_secret(wiring.hook_key(settings), raw)}")
+
+
 async def _status(settings: Settings) -> list[dict[str, Any]]:
     import asyncpg
 
@@ -202,7 +222,7 @@ async def _status(settings: Settings) -> list[dict[str, Any]]:
     try:
         head = await head_position(conn)
         out = []
-        for projection in wiring.projections():
+        for projection in wiring.projections(settings):
             state = await tracked(conn, projection)
             rebuilding = await tracked(conn, projection, next_=True)
             out.append(
@@ -243,7 +263,7 @@ async def _rebuild(settings: Settings, names: list[str], fresh: bool) -> None:
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
         ) as progress:
-            for projection in wiring.projections():
+            for projection in wiring.projections(settings):
                 if projection.name not in names:
                     continue
                 task = progress.add_task(f"rebuild {projection.name}", total=None)
@@ -265,7 +285,7 @@ def projections_rebuild(
     """Rebuild read models blue/green: new tables beside the live ones, switched when caught up."""
     from parvis import wiring
 
-    known = [p.name for p in wiring.projections()]
+    known = wiring.read_model_names()
     names = known if all_ else [name] if name else []
     if not names or any(n not in known for n in names):
         console.print(f"[red]name one of {', '.join(known)}, or --all[/red]")

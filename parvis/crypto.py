@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from projections.personal import PersonalCipher
+
 _PREFIX = "v1:"
 
 
@@ -64,3 +66,53 @@ def digest(secret: str) -> str:
 def same(a: str, b: str) -> bool:
     """Constant-time comparison."""
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+class AuthorVault:
+    """The domain's PersonalData port: per-author data keys in `parvis.author_keys` (crypto-shredding)."""
+
+    def __init__(self, database_url: str, master: bytes, pool_size: int = 2) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self.cipher = personal_cipher(master)
+        self._pool = ConnectionPool(database_url, min_size=1, max_size=pool_size, open=True,
+                                    kwargs={"autocommit": True})
+
+    def author_ref(self, tenant_key: str, handle: str) -> str:
+        return self.cipher.author_ref(tenant_key, handle)
+
+    def _keys(self, tenant_key: str, refs: set[str], *, create: bool) -> dict[str, bytes]:
+        select = "SELECT author_ref, wrapped FROM parvis.author_keys WHERE tenant_id = %s AND author_ref = ANY(%s)"
+        with self._pool.connection() as conn:
+            found = {r: bytes(w) for r, w in conn.execute(select, (tenant_key, sorted(refs))).fetchall()}
+            missing = sorted(refs - found.keys())
+            if create and missing:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO parvis.author_keys (tenant_id, author_ref, wrapped) VALUES (%s, %s, %s) "
+                        "ON CONFLICT DO NOTHING",
+                        [(tenant_key, ref, self.cipher.new_key()[1]) for ref in missing],
+                    )
+                # Another process may have created some of them first: read back what is stored.
+                found |= {r: bytes(w) for r, w in conn.execute(select, (tenant_key, missing)).fetchall()}
+        return {ref: self.cipher.unwrap(wrapped) for ref, wrapped in found.items()}
+
+    def seal(self, tenant_key: str, items: list[tuple[str, str]]) -> list[str]:
+        keys = self._keys(tenant_key, {ref for ref, _ in items}, create=True)
+        return [self.cipher.seal(keys[ref], text) for ref, text in items]
+
+    def open(self, tenant_key: str, items: list[tuple[str, str]]) -> list[str | None]:
+        keys = self._keys(tenant_key, {ref for ref, _ in items}, create=False)
+        return [self.cipher.open(keys.get(ref), sealed) for ref, sealed in items]
+
+    def erase(self, tenant_key: str, author_ref: str) -> None:
+        with self._pool.connection() as conn:
+            conn.execute("DELETE FROM parvis.author_keys WHERE tenant_id = %s AND author_ref = %s",
+                         (tenant_key, author_ref))
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def personal_cipher(master: bytes) -> PersonalCipher:
+    return PersonalCipher(subkey(master, "parvis/author-keys"), subkey(master, "parvis/author-refs"))

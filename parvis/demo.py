@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from domain.agency import Agency
 from domain.app import Parvis
 from domain.context import Actor, acting_as
+from domain.moderation import BusinessHours, Contact, PolicyTerms, Rule
 from domain.people import User
 from domain.post import CLIENT, INTERNAL, Variant
 from domain.strategy import EditorialLine, Objective, Persona
@@ -202,6 +203,24 @@ def _load(domain: Parvis) -> None:
             domain.grant_membership(agency_key, f"viewer@{d}", "CLIENT_VIEWER", key, f"Lecteur {d}", PASSWORD)
     for tenant, (key, channels) in zip(TENANTS, keys, strict=True):
         _publishing(domain, agency_key, key, channels, tenant)
+        with acting_as(Actor(id=_user(agency_key, "cm@demo.parvis"), role="COMMUNITY_MANAGER", on_behalf_of=key,
+                             reason="règles de modération de départ")):
+            domain.set_moderation_policy(key, _moderation_terms(tenant))
+
+
+def _moderation_terms(tenant: DemoTenant) -> PolicyTerms:
+    """Scams hidden, spam marked, and targets that fit the tenant (the flood platform answers fast)."""
+    rules = (
+        Rule("Arnaques", "HIDE", ("arnaque", "bitcoin", "crypto", "gagnez", "giveaway")),
+        Rule("Spam probable", "MARK_SPAM", min_spam_score=0.7),
+    )
+    if tenant.client_domain == "entraide.demo":
+        return PolicyTerms(rules, 30 * 60, 5 * 60, None,
+                           (Contact("Cellule de crise préfecture", "crise@prefecture.demo"),))
+    hours = BusinessHours((0, 1, 2, 3, 4), "09:00", "18:00")
+    if tenant.client_domain == "souffle.demo":
+        return PolicyTerms(rules, 4 * 3600, 30 * 60, hours, (Contact("Dr Martin, tabacologue", "expert@souffle.demo"),))
+    return PolicyTerms(rules, 2 * 3600, 20 * 60, hours, (Contact("Responsable communication", "com@croix.demo"),))
 
 
 def _user(agency_key: str, email: str) -> str:

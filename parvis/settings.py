@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     worker_threads: int = 4
     queue_namespace: str = "parvis"
     job_redeliver_seconds: float = 30.0
+    poll_seconds: float = 60.0
     projection_batch_size: int = 500
     max_body_bytes: int = 1_048_576
     max_query_depth: int = 12

@@ -6,11 +6,12 @@ from urllib.parse import unquote, urlparse
 
 from api.context import ApiConfig
 from domain.app import Parvis
-from parvis.crypto import SecretBox, subkey
+from parvis.crypto import AuthorVault, SecretBox, personal_cipher, subkey
 from parvis.settings import Settings
 from projections.base import Projection
 from projections.directory import Directory
 from projections.history import History
+from projections.moderation import Moderation
 from projections.publishing import Publishing
 
 
@@ -41,12 +42,18 @@ def domain(settings: Settings, *, create_table: bool = False) -> Parvis:
     """The event-sourced application, on PostgreSQL."""
     assert settings.database_url, "database_url is resolved before wiring"
     env = event_store_env(settings.database_url, pool_size=settings.db_pool_size, create_table=create_table)
-    return Parvis(env=env, secrets=secret_box(settings))
+    vault = AuthorVault(settings.database_url, settings.secret())
+    return Parvis(env=env, secrets=secret_box(settings), personal=vault)
 
 
-def projections() -> list[Projection]:
+def projections(settings: Settings) -> list[Projection]:
     """Every read model, in the order the runner starts them."""
-    return [Directory(), History(), Publishing()]
+    return [Directory(), History(), Publishing(), Moderation(personal_cipher(settings.secret()))]
+
+
+def read_model_names() -> list[str]:
+    """The names of the read models (what the API waits for after a mutation)."""
+    return [Directory.name, History.name, Publishing.name, Moderation.name]
 
 
 def api_config(settings: Settings) -> ApiConfig:
@@ -59,6 +66,11 @@ def api_config(settings: Settings) -> ApiConfig:
         max_aliases=settings.max_aliases,
         max_tokens=settings.max_tokens,
     )
+
+
+def hook_key(settings: Settings) -> bytes:
+    """The key inbound webhook secrets are derived from (one secret per channel)."""
+    return subkey(settings.secret(), "parvis/hooks")
 
 
 def token_key(settings: Settings) -> bytes:
@@ -77,6 +89,7 @@ def asgi_app(settings: Settings):  # type: ignore[no-untyped-def]
         secrets=secret_box(settings),
         token_key=token_key(settings),
         token_ttl=settings.access_token_ttl_seconds,
-        read_models=[p.name for p in projections()],
+        read_models=read_model_names(),
+        hook_key=hook_key(settings),
         pool_size=settings.db_pool_size,
     )

@@ -114,6 +114,38 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
+async def fetch_rows(
+    conn: asyncpg.Connection, table: str, ids: Sequence[str], json_columns: frozenset[str]
+) -> dict[str, dict[str, Any]]:
+    """Rows of a read-model table by id, as dicts with their jsonb columns decoded."""
+    out: dict[str, dict[str, Any]] = {}
+    if not ids:
+        return out
+    for record in await conn.fetch(f"SELECT * FROM {table} WHERE id = ANY($1)", list(ids)):
+        row = dict(record)
+        for column in json_columns:
+            if isinstance(row[column], str):
+                row[column] = json.loads(row[column])
+        out[row["id"]] = row
+    return out
+
+
+async def upsert_rows(
+    conn: asyncpg.Connection, table: str, columns: Sequence[str], json_columns: frozenset[str],
+    rows: Sequence[Mapping[str, Any]],
+) -> None:
+    """Insert or replace rows keyed by (tenant_id, id) in one round trip."""
+    if not rows:
+        return
+    values = ", ".join(f"${i}::jsonb" if c in json_columns else f"${i}" for i, c in enumerate(columns, start=1))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("tenant_id", "agency_id", "id"))
+    await conn.executemany(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values}) "
+        f"ON CONFLICT (tenant_id, id) DO UPDATE SET {updates}",
+        [tuple(dumps(r[c]) if c in json_columns else r[c] for c in columns) for r in rows],
+    )
+
+
 class Projection(ABC):
     """A read model: tables (short name -> qualified name), their DDL, and a batch handler."""
 

@@ -6,14 +6,14 @@ from collections.abc import Mapping, Sequence
 
 import asyncpg
 
-from projections.base import Envelope, Projection
+from projections.base import Envelope, Projection, dumps
 
 
 class Directory(Projection):
     """Who and what exists: the agency, its tenants and channels, its people and their roles."""
 
     name = "directory"
-    version = 2
+    version = 3
     tables = {
         "agencies": "read.agencies",
         "tenants": "read.tenants",
@@ -36,6 +36,7 @@ CREATE TABLE {t["tenants"]} (
     approval_internal int NOT NULL DEFAULT 1, approval_client boolean NOT NULL DEFAULT false,
     approval_expires_hours int, approval_version int NOT NULL DEFAULT 0,
     crisis_since timestamptz, crisis_reason text, crisis_by text,
+    crisis_suggested_at timestamptz, crisis_suggestion jsonb,
     created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL);
 CREATE INDEX ON {t["tenants"]} (agency_id, created_at, tenant_id);
 CREATE TABLE {t["channels"]} (
@@ -148,7 +149,7 @@ GRANT SELECT ON {t["principals"]}, {t["grants"]}, {t["api_keys"]}, {t["agency_na
     async def _Tenant_CrisisActivated(self, conn: asyncpg.Connection, t: Mapping[str, str], env: Envelope) -> None:
         await conn.execute(
             f"UPDATE {t['tenants']} SET crisis_since = $2, crisis_reason = $3, crisis_by = $4, updated_at = $2, "
-            "version = $5 WHERE tenant_id = $1",
+            "version = $5, crisis_suggested_at = NULL, crisis_suggestion = NULL WHERE tenant_id = $1",
             env.scope,
             env.at,
             env.e.reason,
@@ -156,10 +157,21 @@ GRANT SELECT ON {t["principals"]}, {t["grants"]}, {t["api_keys"]}, {t["agency_na
             env.version,
         )
 
+    async def _Tenant_CrisisSuggested(self, conn: asyncpg.Connection, t: Mapping[str, str], env: Envelope) -> None:
+        e = env.e
+        await conn.execute(
+            f"UPDATE {t['tenants']} SET crisis_suggested_at = $2, crisis_suggestion = $3::jsonb, version = $4 "
+            "WHERE tenant_id = $1",
+            env.scope,
+            env.at,
+            dumps({"reason": e.reason, "figures": e.figures}),
+            env.version,
+        )
+
     async def _Tenant_CrisisDeactivated(self, conn: asyncpg.Connection, t: Mapping[str, str], env: Envelope) -> None:
         await conn.execute(
             f"UPDATE {t['tenants']} SET crisis_since = NULL, crisis_reason = NULL, crisis_by = NULL, "
-            "updated_at = $2, version = $3 WHERE tenant_id = $1",
+            "crisis_suggested_at = NULL, crisis_suggestion = NULL, updated_at = $2, version = $3 WHERE tenant_id = $1",
             env.scope,
             env.at,
             env.version,

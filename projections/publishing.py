@@ -6,21 +6,20 @@ so a batch of hundreds of events on the same posts costs a handful of round trip
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from projections.base import Envelope, Projection, dumps
+from projections.base import Envelope, Projection, dumps, fetch_rows, upsert_rows
 
 _POST_COLUMNS = (
     "tenant_id", "agency_id", "id", "status", "version", "author_id", "campaign_id", "objective_id", "persona_id",
     "temperature", "variants", "scheduled_at", "approvals", "policy", "submission", "hold_reason", "error",
     "created_at", "updated_at", "position",
 )
-_JSON_COLUMNS = {"variants", "approvals", "policy"}
+_JSON_COLUMNS = frozenset({"variants", "approvals", "policy"})
 
 
 class Publishing(Projection):
@@ -218,14 +217,7 @@ class _Batch:
         )
         self.agencies.update({r["tenant_id"]: r["agency_id"] for r in rows})
         post_ids = sorted({env.originator_id for env in batch if env.aggregate_type == "Post"})
-        if post_ids:
-            rows = await self.conn.fetch(f"SELECT * FROM {self.t['posts']} WHERE id = ANY($1)", post_ids)
-            for row in rows:
-                post = dict(row)
-                for column in _JSON_COLUMNS:
-                    if isinstance(post[column], str):
-                        post[column] = json.loads(post[column])
-                self.posts[post["id"]] = post
+        self.posts.update(await fetch_rows(self.conn, self.t["posts"], post_ids, _JSON_COLUMNS))
 
     def agency(self, env: Envelope) -> str:
         return self.agencies.get(env.scope, "")
@@ -269,20 +261,8 @@ class _Batch:
             await conn.executemany(
                 f"INSERT INTO {t['campaigns']} VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10)", self.campaigns
             )
-        if self.changed:
-            placeholders = ", ".join(
-                f"${i}::jsonb" if c in _JSON_COLUMNS else f"${i}" for i, c in enumerate(_POST_COLUMNS, start=1)
-            )
-            updates = ", ".join(f"{c} = excluded.{c}" for c in _POST_COLUMNS[3:])
-            await conn.executemany(
-                f"INSERT INTO {t['posts']} ({', '.join(_POST_COLUMNS)}) VALUES ({placeholders}) "
-                f"ON CONFLICT (tenant_id, id) DO UPDATE SET {updates}",
-                [
-                    tuple(dumps(p[c]) if c in _JSON_COLUMNS else p[c] for c in _POST_COLUMNS)
-                    for pid, p in self.posts.items()
-                    if pid in self.changed
-                ],
-            )
+        await upsert_rows(conn, t["posts"], _POST_COLUMNS, _JSON_COLUMNS,
+                          [p for pid, p in self.posts.items() if pid in self.changed])
         if self.transitions:
             await conn.executemany(
                 f"INSERT INTO {t['transitions']} VALUES ($1, $2, $3, $4, $5, $6, $7)", self.transitions

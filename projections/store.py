@@ -54,6 +54,14 @@ CREATE TABLE IF NOT EXISTS parvis.idempotency (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (principal, key)
 );
+-- Per-author data keys (crypto-shredding); the app role never reads them.
+CREATE TABLE IF NOT EXISTS parvis.author_keys (
+    tenant_id text NOT NULL,
+    author_ref text NOT NULL,
+    wrapped bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, author_ref)
+);
 GRANT SELECT ON parvis.tracking TO {APP_ROLE};
 SET LOCAL check_function_bodies = off;
 -- The app role cannot read the event table; it may read the events of a scope it can see, to verify them.

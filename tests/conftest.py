@@ -85,7 +85,7 @@ async def projector(settings: Any) -> AsyncIterator[Any]:
     from parvis import wiring
     from projections.runner import Runner
 
-    runner = Runner(settings.database_url, wiring.projections(), poll_seconds=0.2)
+    runner = Runner(settings.database_url, wiring.projections(settings), poll_seconds=0.2)
     task = asyncio.create_task(runner.run())
     yield runner
     runner.stop()

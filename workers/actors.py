@@ -7,7 +7,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import dramatiq
@@ -15,15 +15,21 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage
 
 from domain.app import Parvis
+from domain.inbox import MAX_BATCH, Incoming
 from domain.post import PostStatus
 from workers.broker import QUEUE
 from workers.connectors.base import ChannelRef, ConnectorError, FailureKind, Health, Published, VariantRef
+from workers.spikes import figures_query, judge
 
 log = logging.getLogger("parvis.workers")
 
 
 class Opener(Protocol):
     def open(self, sealed: str) -> str: ...
+
+
+class TextAnalyzer(Protocol):
+    def analyze(self, text: str) -> Any: ...
 
 
 @dataclass
@@ -33,6 +39,9 @@ class WorkerDeps:
     domain: Parvis
     secrets: Opener
     connectors: Mapping[str, Any]
+    analyzer: TextAnalyzer
+    query: Callable[[str, dict[str, Any]], list[dict[str, Any]]]
+    poll_interval: float = 60.0
 
 
 def check_channel(deps: WorkerDeps, channel_id: str, check_id: str) -> None:
@@ -97,16 +106,20 @@ def publish_post(deps: WorkerDeps, post_id: str) -> None:
 
 
 def _publish_variant(deps: WorkerDeps, post_id: str, channel_id: str, variant: dict[str, Any]) -> Published:
-    channel = deps.domain.channel(channel_id)
+    body = VariantRef(variant["body"], tuple(variant.get("media_urls") or ()))
+    return _through_connector(deps, deps.domain.channel(channel_id), body, publish_key(post_id, channel_id))
+
+
+def _through_connector(deps: WorkerDeps, channel: Any, body: VariantRef, key: str) -> Published:
+    """Publish through the channel's connector (a post's variant, or a reply)."""
     if not channel.connected:
         raise ConnectorError(FailureKind.AUTH_EXPIRED, "the channel was disconnected")
     connector = deps.connectors.get(channel.connector)
     if connector is None:
         raise ConnectorError(FailureKind.UNKNOWN, f"no '{channel.connector}' connector in this version")
     credentials = json.loads(deps.secrets.open(channel.credentials)) if channel.credentials else {}
-    ref = ChannelRef(channel_id, channel.platform, channel.handle, credentials)
-    body = VariantRef(variant["body"], tuple(variant.get("media_urls") or ()))
-    result: Published = connector.publish(ref, body, publish_key(post_id, channel_id))
+    ref = ChannelRef(channel.id, channel.platform, channel.handle, credentials)
+    result: Published = connector.publish(ref, body, key)
     return result
 
 
@@ -120,10 +133,99 @@ def expire_approval(deps: WorkerDeps, post_id: str, submission: int) -> None:
     deps.domain.expire_approval(post_id, submission)
 
 
+def analyse_interaction(deps: WorkerDeps, interaction_id: str) -> None:
+    """Language, sentiment and spam score of an interaction; the rules that waited for them apply then."""
+    domain = deps.domain
+    interaction = domain.interaction(interaction_id)
+    if interaction.sentiment is not None or interaction.erased:
+        return
+    (text,) = domain.personal.open(interaction.tenant_key, [(interaction.author_ref, interaction.text)])
+    if text is None:
+        return  # erased meanwhile: nothing left to analyse
+    result = deps.analyzer.analyze(text)
+    domain.record_analysis(interaction_id, result.language, result.sentiment, result.spam_score)
+
+
+def check_response_target(deps: WorkerDeps, interaction_id: str) -> None:
+    """At the due time: a breach is recorded if the interaction is still unanswered."""
+    deps.domain.record_breach(interaction_id)
+
+
+def send_reply(deps: WorkerDeps, interaction_id: str, decision_version: int) -> None:
+    """Send the reply decided at `decision_version` through the channel's connector, once."""
+    domain = deps.domain
+    if decision_version in domain.interaction(interaction_id).replies:
+        return
+    decided = domain.interaction_at(interaction_id, decision_version)
+    reply = decided.decisions[-1]["reply_text"]
+    channel = domain.channel(decided.channel_id)
+    body = VariantRef(reply, (), in_reply_to=decided.external_id)
+    try:
+        done = _through_connector(deps, channel, body, publish_key(interaction_id, f"reply@{decision_version}"))
+    except ConnectorError as exc:
+        if exc.transient and _retries() < PUBLISH_RETRIES:
+            raise dramatiq.Retry(exc.message, delay=int(exc.retry_after * 1000) if exc.retry_after else None) from None
+        domain.record_reply(interaction_id, decision_version, None, None, f"{exc.kind.value}: {exc.message}")
+        return
+    domain.record_reply(interaction_id, decision_version, done.external_id, done.external_url, None)
+
+
+def detect_spike(deps: WorkerDeps, tenant_key: str, window_end: str) -> None:
+    """Compare the tenant's last window with its baseline; a spike becomes a crisis suggestion (once)."""
+    end = datetime.fromisoformat(window_end)
+    spike = judge(deps.query(*figures_query(tenant_key, end))[0])
+    if spike is not None:
+        deps.domain.suggest_crisis(tenant_key, spike.reason, spike.figures, window_end)
+
+
+_PUBLISHED_ON = """
+SELECT p.id AS post_id, v->>'external_id' AS external_id, (v->>'published_at')::timestamptz AS published_at
+FROM read.posts p, jsonb_array_elements(p.variants) v
+WHERE p.tenant_id = %(tenant)s AND v->>'channel_id' = %(channel)s AND v->>'external_id' IS NOT NULL
+"""
+
+
+def poll_channel(deps: WorkerDeps, channel_id: str, number: int) -> None:
+    """Fetch what is new on the platform, ingest it, and record when the next poll is due."""
+    domain = deps.domain
+    channel = domain.channel(channel_id)
+    if channel.polls != number or not channel.connected:
+        return  # a poll of this number already ran (a redelivered job), or the channel is gone
+    connector = deps.connectors.get(channel.connector)
+    fetch = getattr(connector, "fetch_interactions", None)
+    now = domain.now()
+    if fetch is None:
+        domain.record_poll(channel_id, number, channel.poll_cursor, 0, now + timedelta(hours=24),
+                           f"the {channel.connector} connector cannot fetch interactions")
+        return
+    ours = deps.query(_PUBLISHED_ON, {"tenant": channel.tenant_key, "channel": channel_id})
+    credentials = json.loads(deps.secrets.open(channel.credentials)) if channel.credentials else {}
+    ref = ChannelRef(channel.id, channel.platform, channel.handle, credentials)
+    try:
+        page = fetch(ref, channel.poll_cursor, [(r["external_id"], r["published_at"]) for r in ours])
+    except ConnectorError as exc:
+        if exc.transient and _retries() < PUBLISH_RETRIES:
+            raise dramatiq.Retry(exc.message, delay=int(exc.retry_after * 1000) if exc.retry_after else None) from None
+        later = now + timedelta(seconds=max(deps.poll_interval, 600))
+        domain.record_poll(channel_id, number, channel.poll_cursor, 0, later, f"{exc.kind.value}: {exc.message}")
+        return
+    posts = {r["external_id"]: r["post_id"] for r in ours}
+    items = [Incoming(channel_id, f.kind, f.external_id, f.author, f.text, f.received_at,
+                      posts.get(f.in_reply_to) if f.in_reply_to else None) for f in page.items]
+    for start in range(0, len(items), MAX_BATCH):
+        domain.ingest_interactions(channel.tenant_key, items[start:start + MAX_BATCH])
+    domain.record_poll(channel_id, number, page.cursor, len(items), now + timedelta(seconds=deps.poll_interval))
+
+
 JOBS: dict[str, Callable[..., None]] = {
+    "poll_channel": poll_channel,
+    "detect_spike": detect_spike,
     "check_channel": check_channel,
     "publish_post": publish_post,
     "expire_approval": expire_approval,
+    "analyse_interaction": analyse_interaction,
+    "check_response_target": check_response_target,
+    "send_reply": send_reply,
 }
 
 

@@ -13,7 +13,7 @@ import itertools
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -63,6 +63,15 @@ CREATE INDEX ON {t["jobs"]} (due_at) WHERE status = 'pending';
     def _Channel_Connected(self, plan: _Plan, env: Envelope) -> None:
         check = f"{env.originator_id}@1"
         plan.new(self._job(env, f"check_channel:{check}", "check_channel", [env.originator_id, check]))
+        plan.new(self._job(env, f"poll_channel:{env.originator_id}#0", "poll_channel", [env.originator_id, 0]))
+
+    # Polls chain through events: each records when the next is due, so a restart loses none and runs none twice.
+    def _Channel_Polled(self, plan: _Plan, env: Envelope) -> None:
+        e = env.e
+        plan.set(f"poll_channel:{env.originator_id}#{e.number - 1}", "done", env)
+        job = self._job(env, f"poll_channel:{env.originator_id}#{e.number}", "poll_channel",
+                        [env.originator_id, e.number])
+        plan.new((*job[:4], e.next_at, *job[5:]))
 
     def _Channel_CredentialsReplaced(self, plan: _Plan, env: Envelope) -> None:
         check = f"{env.originator_id}@{env.e.credentials_version}"
@@ -74,6 +83,7 @@ CREATE INDEX ON {t["jobs"]} (due_at) WHERE status = 'pending';
 
     def _Channel_Disconnected(self, plan: _Plan, env: Envelope) -> None:
         plan.cancel_prefix(f"check_channel:{env.originator_id}@")
+        plan.cancel_prefix(f"poll_channel:{env.originator_id}#")
 
     # ---------------------------------------------------------------- posts: publish when due, expire approvals
     # One publish job per post: scheduling again moves it, holding or cancelling stops it, releasing restarts it.
@@ -110,6 +120,37 @@ CREATE INDEX ON {t["jobs"]} (due_at) WHERE status = 'pending';
 
     _Post_Approved = _Post_ChangesRequested = _Post_Rejected = _Post_ApprovalExpired = _post_reviewed
 
+    # ---------------------------------------------------------------- interactions: analyse, watch the target, reply
+    def _Interaction_Received(self, plan: _Plan, env: Envelope) -> None:
+        iid = env.originator_id
+        plan.new(self._job(env, f"analyse_interaction:{iid}", "analyse_interaction", [iid]))
+        job = self._job(env, f"check_response_target:{iid}", "check_response_target", [iid])
+        plan.new((*job[:4], env.e.due_by, *job[5:]))
+        # One spike check per tenant and five minutes of arrivals, when those five minutes are over.
+        end = _bucket_end(env.at)
+        job_id = f"detect_spike:{env.scope}@{end.isoformat()}"
+        job = self._job(env, job_id, "detect_spike", [env.scope, end.isoformat()])
+        plan.new((*job[:4], end, *job[5:]))
+
+    def _Interaction_Analysed(self, plan: _Plan, env: Envelope) -> None:
+        plan.set(f"analyse_interaction:{env.originator_id}", "done", env)
+
+    def _interaction_decided(self, plan: _Plan, env: Envelope) -> None:
+        e = env.e
+        if e.decision != "ESCALATE":
+            plan.set(f"check_response_target:{env.originator_id}", "cancelled", env)
+        if e.decision == "REPLY":
+            job_id = f"send_reply:{env.originator_id}@{env.version}"
+            plan.new(self._job(env, job_id, "send_reply", [env.originator_id, env.version]))
+
+    _Interaction_Decided = _Interaction_Overturned = _interaction_decided
+
+    def _Interaction_TargetBreached(self, plan: _Plan, env: Envelope) -> None:
+        plan.set(f"check_response_target:{env.originator_id}", "done", env)
+
+    def _Interaction_ReplySent(self, plan: _Plan, env: Envelope) -> None:
+        plan.set(f"send_reply:{env.originator_id}@{env.e.decision_version}", "done", env)
+
     @staticmethod
     def _job(env: Envelope, job_id: str, actor: str, args: list[Any]) -> tuple[Any, ...]:
         """(id, tenant, actor, args, due at, created at, position): due as soon as the event happened."""
@@ -128,6 +169,12 @@ _UPSERT = (
 _FINISH = "UPDATE {jobs} SET status = $2, done_at = $3 WHERE id = $1 AND status = 'pending'"
 _RESTART = "UPDATE {jobs} SET status = 'pending', enqueued_at = NULL, attempts = 0, done_at = NULL WHERE id = $1"
 _CANCEL_PREFIX = "UPDATE {jobs} SET status = 'cancelled' WHERE status = 'pending' AND starts_with(id, $1)"
+
+
+def _bucket_end(at: datetime) -> datetime:
+    """The end of the five-minute bucket an instant falls in."""
+    start = at.replace(minute=at.minute - at.minute % 5, second=0, microsecond=0)
+    return start + timedelta(minutes=5)
 
 
 class _Plan:

@@ -121,11 +121,14 @@ class DirectoryQuery:
 
             if await load_tenant(ctx, ids.scope(raw)) is None:
                 return None
-            table, kind = _TENANT_OBJECTS[type_name], {"Post": Post, "Campaign": Campaign}[type_name]
+            from api.moderation.types import Interaction
+
+            table = _TENANT_OBJECTS[type_name]
+            kind = {"Post": Post, "Campaign": Campaign, "Interaction": Interaction}[type_name]
             row = await ctx.db.fetchrow(f"SELECT * FROM {table} WHERE tenant_id = $1 AND id = $2", ids.scope(raw), raw)
             return kind.from_row(row) if row else None  # type: ignore[attr-defined, no-any-return]
         return None
 
 
 # Objects of a tenant that `node` resolves from their read-model table.
-_TENANT_OBJECTS = {"Post": "read.posts", "Campaign": "read.campaigns"}
+_TENANT_OBJECTS = {"Post": "read.posts", "Campaign": "read.campaigns", "Interaction": "read.interactions"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,9 +23,19 @@ from domain.tenant import TenantStatus as DomainTenantStatus
 
 if TYPE_CHECKING:
     from api.history.types import HistoryConnection, HistoryFilter, HistoryVerification
-    from api.publishing.types import CalendarEntry, CampaignConnection, Crisis, PostConnection, PostFilter, Strategy
+    from api.moderation.types import InteractionConnection, ModerationFilter, ModerationPolicy, ModerationStats
+    from api.publishing.types import (
+        CalendarEntry,
+        CampaignConnection,
+        Crisis,
+        CrisisSuggestion,
+        PostConnection,
+        PostFilter,
+        Strategy,
+    )
 
 _PUBLISHING = "api.publishing.types"
+_MODERATION = "api.moderation.types"
 
 Role = strawberry.enum(DomainRole, name="Role")
 TenantKind = strawberry.enum(DomainTenantKind, name="TenantKind")
@@ -157,6 +168,17 @@ class Tenant(Node):
         return await queries.crisis(info.context, self.key, self.row)
 
     @strawberry.field(**secured(Permission.SEE, tenant_field=True))
+    def crisis_suggestion(self) -> Annotated[CrisisSuggestion, strawberry.lazy(_PUBLISHING)] | None:
+        """The latest spike the workers detected, until crisis mode is switched on or off."""
+        from api.publishing.types import CrisisSuggestion
+
+        if self.row["crisis_suggested_at"] is None:
+            return None
+        data = self.row["crisis_suggestion"]
+        data = json.loads(data) if isinstance(data, str) else data
+        return CrisisSuggestion(at=self.row["crisis_suggested_at"], reason=data["reason"], figures=data["figures"])
+
+    @strawberry.field(**secured(Permission.SEE, tenant_field=True))
     async def strategy(self, info: Info[Context, None]) -> Annotated[Strategy, strawberry.lazy(_PUBLISHING)] | None:
         from api.publishing import queries
 
@@ -208,6 +230,37 @@ class Tenant(Node):
         from api.publishing import queries
 
         return await queries.calendar(info.context, self.key, from_, to)
+
+    @strawberry.field(**secured(Permission.SEE, tenant_field=True))
+    async def moderation_policy(
+        self, info: Info[Context, None]
+    ) -> Annotated[ModerationPolicy, strawberry.lazy(_MODERATION)]:
+        from api.moderation import queries
+
+        return await queries.moderation_policy(info.context, self.key)
+
+    @strawberry.field(**secured(Permission.SEE, tenant_field=True))
+    async def moderation_queue(
+        self,
+        info: Info[Context, None],
+        first: int | None = 20,
+        after: str | None = None,
+        filter: Annotated[ModerationFilter, strawberry.lazy(_MODERATION)] | None = None,
+    ) -> Annotated[InteractionConnection, strawberry.lazy(_MODERATION)]:
+        from api.moderation import queries
+
+        return await queries.moderation_queue(info.context, self.key, first, after, filter)
+
+    @strawberry.field(**secured(Permission.SEE, tenant_field=True))
+    async def moderation_stats(
+        self,
+        info: Info[Context, None],
+        from_: Annotated[datetime, strawberry.argument(name="from")],
+        to: datetime,
+    ) -> Annotated[ModerationStats, strawberry.lazy(_MODERATION)]:
+        from api.moderation import queries
+
+        return await queries.moderation_stats(info.context, self.key, from_, to)
 
     @strawberry.field(**secured(Permission.SEE, tenant_field=True))
     async def channels(self, info: Info[Context, None]) -> list[Channel]:

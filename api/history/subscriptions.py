@@ -11,7 +11,10 @@ from api.access import require, secured
 from api.context import Context
 from api.directory.mutations import tenant_key_of
 from api.history.types import HistoryEvent
+from api.live import follow
 from domain.roles import Permission
+
+_NEW_EVENTS = "SELECT * FROM read.history WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT 1000"
 
 
 @strawberry.type
@@ -22,21 +25,5 @@ class HistorySubscription:
         key = tenant_key_of(tenant_id)
         await require(ctx, key, Permission.AUDIT, "history")
         last = await ctx.db.fetchval("SELECT coalesce(max(seq), 0) FROM read.history WHERE tenant_id = $1", key)
-        await ctx.close()  # no transaction stays open while the subscription waits
-        async with ctx.services.live.subscribe(key) as changes:
-            while True:
-                await changes.get()
-                while not changes.empty():
-                    changes.get_nowait()
-                session = ctx.fresh_db()
-                try:
-                    rows = await session.fetch(
-                        "SELECT * FROM read.history WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT 1000",
-                        key,
-                        last,
-                    )
-                finally:
-                    await session.close()
-                for row in rows:
-                    last = row["seq"]
-                    yield HistoryEvent.from_row(row)
+        async for row in follow(ctx, key, _NEW_EVENTS, last, "seq"):
+            yield HistoryEvent.from_row(row)

@@ -10,6 +10,7 @@ from strawberry.types import Info
 from api.access import require, secured
 from api.context import Context
 from api.directory.mutations import tenant_key_of
+from api.live import follow
 from api.publishing.types import Post
 from domain.roles import Permission
 
@@ -32,18 +33,6 @@ class PublishingSubscription:
         last = await ctx.db.fetchval(
             "SELECT coalesce(max(position), 0) FROM read.post_transitions WHERE tenant_id = $1", key
         )
-        await ctx.close()  # no transaction stays open while the subscription waits
-        async with ctx.services.live.subscribe(key) as changes:
-            while True:
-                await changes.get()
-                while not changes.empty():
-                    changes.get_nowait()
-                session = ctx.fresh_db()
-                try:
-                    rows = await session.fetch(_NEW_TRANSITIONS, key, last)
-                finally:
-                    await session.close()
-                for row in rows:
-                    last = row["transition_position"]
-                    yield Post.from_row(row, status=row["transition_status"])
-                    await ctx.close()  # the session that resolved the post's fields; nothing stays open
+        async for row in follow(ctx, key, _NEW_TRANSITIONS, last, "transition_position"):
+            yield Post.from_row(row, status=row["transition_status"])
+            await ctx.close()  # the session that resolved the post's fields; nothing stays open

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
+from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from api import ids
@@ -326,10 +327,10 @@ class Post(Node):
 
     @strawberry.field(**secured(INHERITED))
     async def history(self, info: Info[Context, None]) -> list[HistoryEvent]:
-        return await loader(info.context, "aggregate_history", _history_by_aggregate).load(self.row["id"])  # type: ignore[no-any-return]
+        return await loader(info.context, "aggregate_history", history_by_aggregate).load(self.row["id"])  # type: ignore[no-any-return]
 
 
-async def _history_by_aggregate(ctx: Context, keys: list[str]) -> list[list[HistoryEvent]]:
+async def history_by_aggregate(ctx: Context, keys: list[str]) -> list[list[HistoryEvent]]:
     scopes = sorted({ids.scope(k) for k in keys})
     rows = await ctx.db.fetch(
         "SELECT * FROM read.history WHERE tenant_id = ANY($1) AND aggregate_id = ANY($2) ORDER BY seq", scopes, keys
@@ -370,6 +371,16 @@ class CalendarEntry:
     post: Post
     channel: Channel
     at: datetime
+
+
+@inherit_permissions
+@strawberry.type
+class CrisisSuggestion:
+    """Incoming volume or negativity spiked against the tenant's baseline; the agency decides what to do."""
+
+    at: datetime
+    reason: str
+    figures: JSON
 
 
 @inherit_permissions

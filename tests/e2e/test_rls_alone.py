@@ -31,7 +31,7 @@ def unfiltered_api(settings: Any, server: str) -> Iterator[TestClient]:
         secrets=wiring.secret_box(settings),
         token_key=wiring.token_key(settings),
         token_ttl=300,
-        read_models=[p.name for p in wiring.projections()],
+        read_models=wiring.read_model_names(),
         pool_size=2,
     )
     with TestClient(app) as client:

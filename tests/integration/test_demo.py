@@ -28,6 +28,9 @@ async def test_the_demo_loads_once_with_a_strategy_a_campaign_and_posts_in_every
     strategies = await conn.fetch("SELECT tenant_id, version FROM read.strategies WHERE tenant_id = ANY($1)", keys)
     assert sorted(s["version"] for s in strategies) == [1, 1, 1]
     assert await conn.fetchval("SELECT count(*) FROM read.campaigns WHERE tenant_id = ANY($1)", keys) == 3
+    policies = await conn.fetch("SELECT version, terms FROM read.moderation_policies WHERE tenant_id = ANY($1)", keys)
+    assert [p["version"] for p in policies] == [1, 1, 1]
+    assert all(len(json.loads(p["terms"])["rules"]) == 2 for p in policies)
     statuses = Counter(r["status"] for r in await conn.fetch(
         "SELECT status FROM read.posts WHERE tenant_id = ANY($1)", keys))
     assert sum(statuses.values()) == sum(len(t.posts) for t in TENANTS)
