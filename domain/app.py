@@ -220,12 +220,6 @@ class Parvis(ModerationCommands, PublishingCommands, Application[str]):
         recorded = channel.record_health(ChannelHealth(health), detail, check_id)
         return Outcome(recorded, self.commit(channel) if recorded else None)
 
-    def record_poll(self, channel_id: str, number: int, cursor: str | None, fetched: int, next_at: datetime,
-                    error: str | None = None) -> Outcome[bool]:
-        channel = self.load(channel_id, Channel, "channelId")
-        recorded = channel.record_poll(number, cursor, fetched, next_at, error)
-        return Outcome(recorded, self.commit(channel) if recorded else None)
-
     def channel(self, channel_id: str) -> Channel:
         return self.load(channel_id, Channel, "channelId")
 

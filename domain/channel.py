@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import Enum
 from typing import ClassVar
 
@@ -80,8 +79,6 @@ class Channel(ParvisAggregate):
         self.connected = True
         self.credentials_version = 1
         self.checks_done: tuple[str, ...] = ()
-        self.polls = 0
-        self.poll_cursor: str | None = None
 
     class CredentialsReplaced(ParvisAggregate.Event):
         credentials: str | None
@@ -109,18 +106,6 @@ class Channel(ParvisAggregate):
         self.health = health
         if check_id is not None:
             self.checks_done = (*self.checks_done[-20:], check_id)
-
-    def record_poll(self, number: int, cursor: str | None, fetched: int, next_at: datetime, error: str | None) -> bool:
-        """The outcome of poll `number` of the platform; the next one is due at `next_at` (once per number)."""
-        if number != self.polls or not self.connected:
-            return False
-        self._polled(number=number + 1, cursor=cursor, fetched=fetched, next_at=next_at, error=error)
-        return True
-
-    @event("Polled")
-    def _polled(self, number: int, cursor: str | None, fetched: int, next_at: datetime, error: str | None) -> None:
-        self.polls = number
-        self.poll_cursor = cursor
 
     def check_id(self) -> str:
         """The id of the check due for the current credentials (one per connection or replacement)."""

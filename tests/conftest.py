@@ -131,6 +131,7 @@ def worker(settings: Any, redis_url: str) -> Iterator[subprocess.Popen[bytes]]:
         PARVIS_QUEUE_NAMESPACE=f"parvis-e2e-{uuid.uuid4().hex[:8]}",
         PARVIS_JOB_REDELIVER_SECONDS="3",
         PARVIS_WORKER_THREADS="2",
+        PARVIS_POLL_SECONDS="3",
     )
     proc = parvis("work", env=env)
     yield proc

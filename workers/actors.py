@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage
 
 from domain.app import Parvis
+from domain.errors import Conflict
 from domain.inbox import MAX_BATCH, Incoming
 from domain.post import PostStatus
 from workers.broker import QUEUE
@@ -185,36 +187,48 @@ WHERE p.tenant_id = %(tenant)s AND v->>'channel_id' = %(channel)s AND v->>'exter
 """
 
 
-def poll_channel(deps: WorkerDeps, channel_id: str, number: int) -> None:
-    """Fetch what is new on the platform, ingest it, and record when the next poll is due."""
+_NEXT_POLL = """
+UPDATE parvis.jobs SET args = %(args)s::jsonb, due_at = now() + make_interval(secs => %(seconds)s),
+  status = 'pending', enqueued_at = NULL, attempts = 0
+WHERE id = %(id)s AND status = 'pending' RETURNING id
+"""
+
+
+def poll_channel(deps: WorkerDeps, channel_id: str, cursor: str | None) -> None:
+    """Fetch what is new on the platform since `cursor`, ingest it, and set the next poll (a recurring job).
+
+    The cursor lives in the job, not in events: a quiet channel adds nothing to the tenant's history, and a
+    worker that dies after ingesting re-fetches items that are then counted as duplicates, never stored twice."""
     domain = deps.domain
     channel = domain.channel(channel_id)
-    if channel.polls != number or not channel.connected:
-        return  # a poll of this number already ran (a redelivered job), or the channel is gone
+    if not channel.connected:
+        return
     connector = deps.connectors.get(channel.connector)
     fetch = getattr(connector, "fetch_interactions", None)
-    now = domain.now()
     if fetch is None:
-        domain.record_poll(channel_id, number, channel.poll_cursor, 0, now + timedelta(hours=24),
-                           f"the {channel.connector} connector cannot fetch interactions")
-        return
+        return  # this connector cannot fetch: the job stays as it is, never due again before it is moved
     ours = deps.query(_PUBLISHED_ON, {"tenant": channel.tenant_key, "channel": channel_id})
     credentials = json.loads(deps.secrets.open(channel.credentials)) if channel.credentials else {}
     ref = ChannelRef(channel.id, channel.platform, channel.handle, credentials)
+    next_in = deps.poll_interval
     try:
-        page = fetch(ref, channel.poll_cursor, [(r["external_id"], r["published_at"]) for r in ours])
+        page = fetch(ref, cursor, [(r["external_id"], r["published_at"]) for r in ours])
     except ConnectorError as exc:
         if exc.transient and _retries() < PUBLISH_RETRIES:
             raise dramatiq.Retry(exc.message, delay=int(exc.retry_after * 1000) if exc.retry_after else None) from None
-        later = now + timedelta(seconds=max(deps.poll_interval, 600))
-        domain.record_poll(channel_id, number, channel.poll_cursor, 0, later, f"{exc.kind.value}: {exc.message}")
-        return
-    posts = {r["external_id"]: r["post_id"] for r in ours}
-    items = [Incoming(channel_id, f.kind, f.external_id, f.author, f.text, f.received_at,
-                      posts.get(f.in_reply_to) if f.in_reply_to else None) for f in page.items]
-    for start in range(0, len(items), MAX_BATCH):
-        domain.ingest_interactions(channel.tenant_key, items[start:start + MAX_BATCH])
-    domain.record_poll(channel_id, number, page.cursor, len(items), now + timedelta(seconds=deps.poll_interval))
+        log.warning("poll of channel %s failed: %s: %s", channel_id, exc.kind.value, exc.message)
+        if exc.kind == FailureKind.AUTH_EXPIRED:
+            domain.record_channel_health(channel_id, Health.EXPIRED.value, exc.message)
+        page, next_in = None, max(next_in, 600)
+    if page is not None:
+        posts = {r["external_id"]: r["post_id"] for r in ours}
+        items = [Incoming(channel_id, f.kind, f.external_id, f.author, f.text, f.received_at,
+                          posts.get(f.in_reply_to) if f.in_reply_to else None) for f in page.items]
+        for start in range(0, len(items), MAX_BATCH):
+            domain.ingest_interactions(channel.tenant_key, items[start:start + MAX_BATCH])
+        cursor = page.cursor
+    deps.query(_NEXT_POLL, {"args": json.dumps([channel_id, cursor]), "seconds": next_in,
+                            "id": f"poll_channel:{channel_id}"})
 
 
 JOBS: dict[str, Callable[..., None]] = {
@@ -235,7 +249,11 @@ def declare_actors(broker: RedisBroker, deps: WorkerDeps) -> dict[str, dramatiq.
     for name, fn in JOBS.items():
 
         def run(*args: Any, _fn: Callable[..., None] = fn, **kwargs: Any) -> None:
-            _fn(deps, *args, **kwargs)
+            try:
+                _fn(deps, *args, **kwargs)
+            except Conflict:
+                # Another job changed the same aggregate first (a poll and a check of one channel): run again.
+                raise dramatiq.Retry("concurrent change; retrying", delay=random.randint(50, 500)) from None  # noqa: S311 - jitter, not a secret
 
         actors[name] = dramatiq.Actor(
             run,

@@ -63,15 +63,8 @@ CREATE INDEX ON {t["jobs"]} (due_at) WHERE status = 'pending';
     def _Channel_Connected(self, plan: _Plan, env: Envelope) -> None:
         check = f"{env.originator_id}@1"
         plan.new(self._job(env, f"check_channel:{check}", "check_channel", [env.originator_id, check]))
-        plan.new(self._job(env, f"poll_channel:{env.originator_id}#0", "poll_channel", [env.originator_id, 0]))
-
-    # Polls chain through events: each records when the next is due, so a restart loses none and runs none twice.
-    def _Channel_Polled(self, plan: _Plan, env: Envelope) -> None:
-        e = env.e
-        plan.set(f"poll_channel:{env.originator_id}#{e.number - 1}", "done", env)
-        job = self._job(env, f"poll_channel:{env.originator_id}#{e.number}", "poll_channel",
-                        [env.originator_id, e.number])
-        plan.new((*job[:4], e.next_at, *job[5:]))
+        # A recurring job: each run keeps the platform's cursor in the job's arguments and sets its next time.
+        plan.new(self._job(env, f"poll_channel:{env.originator_id}", "poll_channel", [env.originator_id, None]))
 
     def _Channel_CredentialsReplaced(self, plan: _Plan, env: Envelope) -> None:
         check = f"{env.originator_id}@{env.e.credentials_version}"
@@ -83,7 +76,7 @@ CREATE INDEX ON {t["jobs"]} (due_at) WHERE status = 'pending';
 
     def _Channel_Disconnected(self, plan: _Plan, env: Envelope) -> None:
         plan.cancel_prefix(f"check_channel:{env.originator_id}@")
-        plan.cancel_prefix(f"poll_channel:{env.originator_id}#")
+        plan.set(f"poll_channel:{env.originator_id}", "cancelled", env)
 
     # ---------------------------------------------------------------- posts: publish when due, expire approvals
     # One publish job per post: scheduling again moves it, holding or cancelling stops it, releasing restarts it.

@@ -25,7 +25,7 @@ DECIDE = """mutation($i: DecideInteractionInput!) { decideInteraction(input: $i)
 CORRECT = """mutation($i: CorrectSentimentInput!) { correctSentiment(input: $i) {
   interaction { sentiment sentimentCorrected } userErrors { message } } }"""
 QUEUE = """query($id: ID!) { tenant(id: $id) { crisisSuggestion { reason figures }
-  moderationQueue(first: 100) { edges { node { id externalId status breached sentiment spamScore language
+  moderationQueue(first: 100) { edges { node { id externalId text author status breached sentiment spamScore language
     decisions { decision ruleId actor } history { type data } } } } } }"""
 
 
@@ -123,3 +123,31 @@ async def test_a_spike_in_volume_becomes_a_crisis_suggestion(tenant: dict[str, A
         eventually, lambda: tenant["admin"].data(QUEUE, {"id": tenant["id"]})["tenant"]["crisisSuggestion"])
     assert suggestion["figures"]["volume"] >= 30
     assert "interactions in 15 minutes" in suggestion["reason"]
+
+
+def test_the_workers_poll_a_mastodon_channel_and_fetch_only_what_is_new(admin: Client, worker: Any) -> None:
+    from tests.fakes import serve
+    from tests.fakes.mastodon import FakeMastodon
+
+    fake = FakeMastodon(access_token="poll-token")
+    with serve(fake.app) as base_url:
+        # Given a mention waiting on the instance when the channel is connected
+        fake.add_mention("alice@masto.test", "Vous organisez une collecte samedi ?")
+        tid = admin.data(CREATE, {"i": {"name": "Masto", "kind": "NGO", "timezone": "Europe/Paris"}})[
+            "createTenant"]["tenant"]["id"]
+        admin.data(CONNECT, {"i": {"tenantId": tid, "platform": "MASTODON", "handle": "@parvis_demo",
+                                   "credentials": {"base_url": base_url, "access_token": "poll-token"}}})
+        tenant = {"id": tid, "admin": admin}
+
+        # Then the first poll brings it in, as text without markup
+        first = eventually(lambda: interactions(tenant))
+        (mention,) = first.values()
+        assert mention["status"] == "NEW"
+        assert mention["text"] == "@parvis_demo Vous organisez une collecte samedi ?"  # the status, tags stripped
+        assert mention["author"] == "@alice@masto.test"
+
+        # And a later poll asks only for what is newer, and brings the new item alone
+        fake.add_mention("bob@masto.test", "Merci pour l'info !")
+        both = eventually(lambda: len(got := interactions(tenant)) == 2 and got)
+        assert len(both) == 2
+        assert any("since_id" in listing for listing in fake.listings[1:])

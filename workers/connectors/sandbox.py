@@ -130,7 +130,8 @@ def interactions_for(
         rng = _rng(channel, post_id, "interactions")
         for n in range(rng.randint(3, 12)):
             _, kind, sentiment, texts = rng.choices(_VOICES, weights=_WEIGHTS)[0]
-            at = published_at + timedelta(minutes=1 + min(rng.expovariate(1 / 90), 48 * 60))
+            # Most reactions come within the first half hour, a few trickle in for up to two days.
+            at = published_at + timedelta(minutes=0.5 + min(rng.expovariate(1 / 10), 48 * 60))
             author, text = rng.choice(_AUTHORS), rng.choice(texts)
             if at <= until:
                 received.append(
