@@ -51,10 +51,14 @@ _VOICES: list[tuple[int, str, str, tuple[str, ...]]] = [
     (5, "COMMENT", "spam", (
         "Gagnez 1000 € par jour depuis chez vous, lien en bio !!!",
         "Buy followers cheap 👉 bit.ly/xyz",
+        "Investissez en bitcoin avec moi, gains garantis 💰 écrivez-moi en privé",
     )),
     (6, "OFFER", "positive", (
         "Je suis photographe, je peux vous aider pour votre prochaine campagne.",
         "Happy to help with translations into Spanish if you need it!",
+        "Je peux héberger une famille sinistrée, deux chambres libres à Saumur.",
+        "J'ai une pompe et une remorque, disponible ce week-end pour vider les caves.",
+        "I can drive water and blankets to the shelters tomorrow morning.",
     )),
 ]
 _WEIGHTS = [weight for weight, *_ in _VOICES]
