@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -23,6 +23,7 @@ from domain import values
 from domain.agency import Agency
 from domain.base import ParvisAggregate, new_key, scope_of
 from domain.channel import CONNECTOR_OF, Channel, ChannelHealth, Platform
+from domain.context import event_time
 from domain.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from domain.inbox import ModerationCommands, PersonalData
 from domain.people import AccessDenial, ApiKey, Membership, User
@@ -81,7 +82,7 @@ class Parvis(ModerationCommands, PublishingCommands, Application[str]):
         super().__init__(env)
         self._secrets = secrets
         self._personal = personal
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock or event_time
 
     def now(self) -> datetime:
         """The current instant (a clock the tests control)."""

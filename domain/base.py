@@ -15,7 +15,7 @@ from eventsourcing.domain import (
     MetaDomainEvent,
 )
 
-from domain.context import event_meta
+from domain.context import event_meta, event_time
 
 KEY_RE = re.compile(r"^[0-9a-f]{32}$")
 
@@ -51,6 +51,11 @@ class ParvisEvent(metaclass=MetaDomainEvent):
 
     # Names of fields that hold ciphertext; the history shows them redacted.
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    @staticmethod
+    def create_timestamp() -> datetime:
+        """When the event happens: now, or the time of a clock set with domain.context.clock (tests)."""
+        return event_time()
 
 
 class ParvisAggregate(BaseAggregate[str]):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextvars
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -72,3 +73,22 @@ def with_reason(reason: str | None) -> Iterator[None]:
         yield
     finally:
         _actor.reset(token)
+
+
+_clock: contextvars.ContextVar[Callable[[], datetime] | None] = contextvars.ContextVar("parvis_clock", default=None)
+
+
+def event_time() -> datetime:
+    """The time stamped on new events: the wall clock, or the clock a test or a replay set."""
+    fn = _clock.get()
+    return fn() if fn is not None else datetime.now(UTC)
+
+
+@contextmanager
+def clock(fn: Callable[[], datetime]) -> Iterator[None]:
+    """Run a block on another clock (tests that span weeks of simulated time)."""
+    token = _clock.set(fn)
+    try:
+        yield
+    finally:
+        _clock.reset(token)

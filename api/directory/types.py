@@ -22,6 +22,7 @@ from domain.tenant import TenantKind as DomainTenantKind
 from domain.tenant import TenantStatus as DomainTenantStatus
 
 if TYPE_CHECKING:
+    from api.audit.asof import TenantSnapshot
     from api.history.types import HistoryConnection, HistoryFilter, HistoryVerification
     from api.moderation.types import InteractionConnection, ModerationFilter, ModerationPolicy, ModerationStats
     from api.publishing.types import (
@@ -281,6 +282,15 @@ class Tenant(Node):
         from api.history.queries import tenant_history
 
         return await tenant_history(info, self.key, first, after, filter)
+
+    @strawberry.field(**secured(Permission.AUDIT, tenant_field=True))
+    async def as_of(
+        self, info: Info[Context, None], at: datetime
+    ) -> Annotated[TenantSnapshot, strawberry.lazy("api.audit.asof")]:
+        """The tenant as it was at `at` (a wall-clock time without offset is the tenant's), from its events."""
+        from api.audit.asof import tenant_as_of
+
+        return await tenant_as_of(info.context, self.key, self.timezone, at)
 
     @strawberry.field(**secured(Permission.AUDIT, tenant_field=True))
     async def verify_history(
