@@ -27,7 +27,7 @@ unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit
 
 bench: $(STAMP)
-	@echo "make bench: the benchmark suite is not built yet (see the benchmark issue)."
+	$(PY) -m tests.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .parvis .mypy_cache .ruff_cache .pytest_cache
