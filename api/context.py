@@ -19,6 +19,7 @@ from api.auth import Principal, Tokens
 from api.db import ReadSession
 from api.live import Live
 from domain.app import Parvis
+from projections.checkpoints import Checkpoints
 
 T = TypeVar("T")
 
@@ -35,7 +36,7 @@ class ApiConfig:
     development: bool = False
     allowed_origins: tuple[str, ...] = ()
     consistency_timeout: float = 2.0
-    max_body_bytes: int = 1_048_576
+    max_body_bytes: int = 8_388_608
     max_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 2_000
@@ -55,6 +56,8 @@ class Services:
     live: Live
     config: ApiConfig
     executor: ThreadPoolExecutor
+    # The signed history checkpoints (in Redis); None when the API runs without Redis.
+    checkpoints: Checkpoints | None = None
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a synchronous domain command in the thread pool, with the ambient context."""

@@ -9,7 +9,8 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,6 +27,8 @@ app.add_typer(projections_app, name="projections")
 app.add_typer(agency_app, name="agency")
 hooks_app = typer.Typer(help="Inbound webhooks.", no_args_is_help=True)
 app.add_typer(hooks_app, name="hooks")
+audit_app = typer.Typer(help="Audit: verify, export and checkpoint the tenants' histories.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 console = Console(stderr=True)
 log = logging.getLogger("parvis")
 
@@ -294,6 +297,236 @@ def projections_rebuild(
         run(_migrate(settings))
         run(_rebuild(settings, names, fresh))
     console.print("[green]rebuilt[/green] " + ", ".join(names))
+
+
+def _scope_of(value: str) -> str:
+    """A tenant's key from its global id (as the API shows it) or from the raw 32-hex key itself."""
+    import re
+
+    from api import ids
+    from api.errors import ApiError
+
+    if re.fullmatch(r"[0-9a-f]{32}", value):
+        return value
+    try:
+        return ids.raw(value, "Tenant", "tenant")
+    except ApiError as exc:
+        console.print(f"[red]--tenant: {exc.message}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _checkpoints(settings: Settings) -> Any:
+    """The checkpoint store of these settings (a Redis client the caller closes)."""
+    import redis.asyncio
+
+    from parvis import wiring
+    from projections.checkpoints import Checkpoints
+
+    assert settings.redis_url
+    client = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+    return Checkpoints(client, settings.queue_namespace, wiring.checkpoint_public_key(settings))
+
+
+async def _verify(settings: Settings, scope: str) -> Any:
+    import asyncpg
+
+    from projections.audit import verify_scope
+
+    checkpoints = _checkpoints(settings)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        if await conn.fetchval("SELECT 1 FROM read.history_heads WHERE tenant_id = $1", scope) is None:
+            return None
+        return await verify_scope(conn, scope, as_app=False, checkpoints=checkpoints)
+    finally:
+        await conn.close()
+        await checkpoints.redis.aclose()
+
+
+@audit_app.command("verify")
+def audit_verify(
+    tenant: str = typer.Option(..., help="The tenant's id (as the API shows it) or its 32-hex key."),
+) -> None:
+    """Recompute a tenant's hash chain from the stored events and check its signed checkpoints."""
+    scope = _scope_of(tenant)
+    with resolved() as settings:
+        run(_migrate(settings))
+        result = run(_verify(settings, scope))
+    if result is None:
+        console.print(f"[red]no history for tenant {scope}[/red]")
+        raise typer.Exit(2)
+    typer.echo(f"tenant: {scope}")
+    typer.echo(f"checked events: {result.checked_events}")
+    typer.echo(f"head hash: {result.head_hash}")
+    typer.echo(f"checkpoints checked: {result.checkpoints_checked}")
+    if result.checkpoint_error:
+        typer.echo(f"checkpoints: {result.checkpoint_error}")
+    if not result.ok:
+        typer.echo(f"FAILED: first bad position {result.first_bad_position}")
+        raise typer.Exit(1)
+    typer.echo("ok")
+
+
+def _instant(value: str | None, option: str) -> Any:
+    """An ISO 8601 instant; one without an offset is UTC."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        console.print(f"[red]{option}: not an ISO 8601 date or time: {value!r}[/red]")
+        raise typer.Exit(2) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+# The CSV columns, in the order of the JSON Lines records; `data` is JSON, an empty cell is null.
+EXPORT_COLUMNS = (
+    "seq", "position", "occurred_at", "type", "aggregate_type", "aggregate_id", "version", "actor", "actor_role",
+    "on_behalf_of", "reason", "correlation_id", "causation_id", "data", "canonical", "previous_hash", "hash",
+)
+
+
+async def _export(settings: Settings, scope: str, start: Any, end: Any, fmt: str, out: Any) -> tuple[Any, Any]:
+    """Write the window; returns it with the last entry written (None when empty)."""
+    import csv
+    import json
+
+    import asyncpg
+
+    from projections.audit import export_entries, export_window
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        window = await export_window(conn, scope, start, end)
+        header = {
+            **window.header(),
+            "from": start.isoformat() if start else None,
+            "to": end.isoformat() if end else None,
+        }
+        writer = csv.writer(out, lineterminator="\n")
+        if fmt == "jsonl":
+            out.write(json.dumps(header, separators=(",", ":")) + "\n")
+        else:
+            out.write("# " + json.dumps(header, separators=(",", ":")) + "\n")
+            writer.writerow(EXPORT_COLUMNS)
+        last = None
+        async for entry in export_entries(conn, window):
+            if fmt == "jsonl":
+                out.write(json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n")
+            else:
+                cells = {**entry, "data": json.dumps(entry["data"], separators=(",", ":"), ensure_ascii=False)}
+                writer.writerow(["" if cells[c] is None else cells[c] for c in EXPORT_COLUMNS])
+            last = entry
+        return window, last
+    finally:
+        await conn.close()
+
+
+async def _checkpoint_within(settings: Settings, scope: str, low: int, high: int) -> str | None:
+    """The newest stored checkpoint document of a scope with low <= seq <= high."""
+    from projections.checkpoints import key_of
+
+    checkpoints = _checkpoints(settings)
+    try:
+        found = await checkpoints.redis.zrange(
+            key_of(checkpoints.namespace, scope), high, low, desc=True, byscore=True, offset=0, num=1
+        )
+    finally:
+        await checkpoints.redis.aclose()
+    return found[0].decode() if found else None
+
+
+@audit_app.command("export")
+def audit_export(
+    tenant: str = typer.Option(..., help="The tenant's id (as the API shows it) or its 32-hex key."),
+    from_: str = typer.Option(None, "--from", help="ISO 8601 start (inclusive; UTC without offset). Default: first."),
+    to: str = typer.Option(None, "--to", help="ISO 8601 end (exclusive; UTC without offset). Default: now."),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
+    output: Annotated[Path | None, typer.Option(help="File to write (default: standard output).")] = None,
+    with_checkpoint: Annotated[
+        Path | None, typer.Option(help="Also write the newest signed checkpoint within the window to this file.")
+    ] = None,
+) -> None:
+    """Export a tenant's history in a time window, with what verifies it offline (parvis/verify_export.py)."""
+    if fmt not in ("jsonl", "csv"):
+        console.print("[red]--format: jsonl or csv[/red]")
+        raise typer.Exit(2)
+    scope = _scope_of(tenant)
+    start, end = _instant(from_, "--from"), _instant(to, "--to")
+    with resolved() as settings:
+        run(_migrate(settings))
+        if output is None:
+            window, last = run(_export(settings, scope, start, end, fmt, sys.stdout))
+        else:
+            with output.open("w", encoding="utf-8", newline="") as out:
+                window, last = run(_export(settings, scope, start, end, fmt, out))
+        document = None
+        if with_checkpoint is not None and last is not None:
+            document = run(_checkpoint_within(settings, scope, window.previous_seq, window.last_seq))
+    console.print(f"exported {window.events} events (seq {window.previous_seq + 1} to {window.last_seq})")
+    if with_checkpoint is None:
+        return
+    if document is None:
+        console.print(
+            "[red]no signed checkpoint falls within the window: run `parvis audit checkpoint`, or export up to "
+            "a later time[/red]"
+        )
+        raise typer.Exit(1)
+    with_checkpoint.write_text(document + "\n", encoding="utf-8")
+
+
+async def _checkpoint(settings: Settings, scope: str | None) -> Any:
+    import asyncpg
+
+    from parvis import wiring
+    from projections.checkpoints import checkpoint_heads
+
+    checkpoints = _checkpoints(settings)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await checkpoint_heads(
+            conn, checkpoints.redis, checkpoints.namespace, wiring.checkpoint_key(settings), tenant=scope
+        )
+    finally:
+        await conn.close()
+        await checkpoints.redis.aclose()
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    tenant: str = typer.Option(None, help="Only this tenant (its id or 32-hex key). Default: every tenant."),
+) -> None:
+    """Sign the history heads that moved since their last checkpoint; prints the signed documents."""
+    scope = _scope_of(tenant) if tenant else None
+    with resolved() as settings:
+        run(_migrate(settings))
+        done = run(_checkpoint(settings, scope))
+    for document in done.signed:
+        typer.echo(document)
+    if scope and scope in done.unchanged:
+        typer.echo(done.latest[scope])
+    console.print(f"signed {len(done.signed)} checkpoints; {len(done.unchanged)} heads unchanged")
+    if scope and scope not in done.latest and scope not in done.diverged:
+        console.print(f"[red]no history for tenant {scope}[/red]")
+        raise typer.Exit(2)
+    if done.diverged:
+        console.print(
+            "[red]not signed, the history no longer holds the last checkpoint (run `parvis audit verify`): "
+            + ", ".join(done.diverged) + "[/red]"
+        )
+        raise typer.Exit(1)
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """Print the Ed25519 public key that verifies the checkpoints (base64 of the raw 32 bytes)."""
+    import base64
+
+    from parvis import wiring
+
+    typer.echo(base64.b64encode(wiring.checkpoint_public_key(Settings())).decode())
 
 
 if __name__ == "__main__":

@@ -3,25 +3,59 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from typing import Any
 
+import asyncpg
 import dramatiq
+import redis.asyncio
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from redis.exceptions import RedisError
-from workers.analysis import Analyzer
 
 from parvis import wiring
 from parvis.settings import Settings
+from projections.checkpoints import checkpoint_heads
 from projections.runner import Runner
 from workers.actors import WorkerDeps, declare_actors
+from workers.analysis import Analyzer
 from workers.broker import make_broker
 from workers.connectors.registry import connectors
 from workers.dispatcher import Dispatcher, Pump
 
 log = logging.getLogger("parvis.worker")
+
+
+async def checkpoint_loop(settings: Settings, stopped: asyncio.Event) -> None:
+    """Every PARVIS_CHECKPOINT_SECONDS, sign the history heads that moved; 0 turns it off."""
+    interval = settings.checkpoint_seconds
+    if interval <= 0:
+        return
+    assert settings.database_url
+    assert settings.redis_url
+    key = wiring.checkpoint_key(settings)
+    namespace = settings.queue_namespace
+    client = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+    try:
+        while not stopped.is_set():
+            try:
+                # One worker signs per round; the lock lapses before the next round so that any may take it.
+                if await client.set(f"{namespace}:checkpoints:lock", "1", nx=True, px=max(1, int(interval * 900))):
+                    conn = await asyncpg.connect(settings.database_url)
+                    try:
+                        done = await checkpoint_heads(conn, client, namespace, key)
+                    finally:
+                        await conn.close()
+                    if done.signed:
+                        log.info("signed %d history checkpoints", len(done.signed))
+            except (OSError, asyncpg.PostgresError, RedisError) as exc:
+                log.warning("checkpoints: %s; trying again next round", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopped.wait(), interval)
+    finally:
+        await client.aclose()
 
 
 def run_workers(settings: Settings) -> None:
@@ -48,14 +82,16 @@ def run_workers(settings: Settings) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
+        stopped = asyncio.Event()
 
         def stop() -> None:
             runner.stop()
             pump.stop()
+            stopped.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop)
-        await asyncio.gather(runner.run(), pump.run())
+        await asyncio.gather(runner.run(), pump.run(), checkpoint_loop(settings, stopped))
 
     try:
         asyncio.run(main())

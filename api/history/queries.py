@@ -11,7 +11,7 @@ from api.context import Context
 from api.errors import BadInput
 from api.history.types import HistoryConnection, HistoryEdge, HistoryEvent, HistoryFilter, HistoryVerification
 from api.pagination import PageInfo, decode_cursor, encode_cursor, page_size
-from projections.audit import verify_chain
+from projections.audit import verify_recorded
 
 
 async def tenant_history(
@@ -56,10 +56,12 @@ async def verify_history(info: Info[Context, None], key: str) -> HistoryVerifica
     ctx = info.context
     events = await ctx.db.fetch("SELECT * FROM parvis.scope_events($1)", key)
     history = await ctx.db.fetch("SELECT seq, position, hash FROM read.history WHERE tenant_id = $1 ORDER BY seq", key)
-    result = verify_chain(events, history)
+    result = await verify_recorded(events, history, key, ctx.services.checkpoints)
     return HistoryVerification(
         ok=result.ok,
         checked_events=result.checked_events,
         head_hash=result.head_hash,
         first_bad_position=None if result.first_bad_position is None else str(result.first_bad_position),
+        checkpoints_checked=result.checkpoints_checked,
+        checkpoint_error=result.checkpoint_error,
     )

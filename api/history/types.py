@@ -87,3 +87,10 @@ class HistoryVerification:
     checked_events: int
     head_hash: str
     first_bad_position: str | None
+    checkpoints_checked: int = strawberry.field(
+        description="Signed checkpoints (kept in Redis) found intact in the recorded history."
+    )
+    checkpoint_error: str | None = strawberry.field(
+        description="Why the checkpoints could not be checked (then `ok` covers the chain alone), "
+        "or which one failed."
+    )
