@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import asyncpg
+import redis.asyncio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -28,6 +29,7 @@ from api.errors import ApiError
 from api.live import Live
 from api.schema import build_schema
 from domain.app import Parvis
+from projections.checkpoints import Checkpoints
 
 log = logging.getLogger("parvis.api")
 
@@ -70,6 +72,14 @@ class ParvisGraphQL(GraphQL[Context, None]):
             raise ConnectionRejectionError() from None
         return None
 
+    async def process_result(self, request: Request, result: Any) -> Any:
+        """Every error carries a code: the document or its variables are bad input, or the limits refused it."""
+        response = await super().process_result(request, result)
+        for error in response.get("errors") or []:
+            extensions = error.setdefault("extensions", {})
+            extensions.setdefault("code", _code_of(str(error.get("message", ""))))
+        return response
+
     async def execute_operation(
         self,
         request: Any,
@@ -86,6 +96,14 @@ class ParvisGraphQL(GraphQL[Context, None]):
         finally:
             if not isinstance(request, WebSocket):
                 await context.close()
+
+
+# Messages of strawberry's limiters (depth, aliases, tokens).
+_LIMITS = ("exceeds maximum operation depth", "aliases found. Allowed", "Document contains more than")
+
+
+def _code_of(message: str) -> str:
+    return "QUERY_TOO_COMPLEX" if any(limit in message for limit in _LIMITS) else "BAD_USER_INPUT"
 
 
 async def _authenticate(ctx: Context, header: str) -> Any:
@@ -145,6 +163,9 @@ def create_app(
     read_models: Sequence[str] = (),
     pool_size: int = 10,
     hook_key: bytes = b"",
+    redis_url: str | None = None,
+    checkpoint_namespace: str = "parvis",
+    checkpoint_public_key: bytes = b"",
 ) -> Starlette:
     """Build the API; connections are opened in the lifespan, never at import time."""
     holder: dict[str, Services] = {}
@@ -158,6 +179,10 @@ def create_app(
         await live.start()
         executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="parvis-command")
         domain = await _in_thread(executor, domain_factory)
+        # Short timeouts: with Redis down, verifyHistory still answers with the chain alone.
+        client = (
+            redis.asyncio.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=2) if redis_url else None
+        )
         holder["services"] = Services(
             domain=domain,
             pool=pool,
@@ -166,11 +191,14 @@ def create_app(
             live=live,
             config=config,
             executor=executor,
+            checkpoints=None if client is None else Checkpoints(client, checkpoint_namespace, checkpoint_public_key),
         )
         try:
             yield
         finally:
             await live.stop()
+            if client is not None:
+                await client.aclose()
             await pool.close()
             executor.shutdown(wait=True)
             domain.close()

@@ -27,6 +27,7 @@ from api.directory.queries import DirectoryQuery
 from api.directory.types import Agency, Channel, Tenant, User
 from api.errors import is_public
 from api.history.subscriptions import HistorySubscription
+from api.metrics.mutations import MetricsMutation
 from api.moderation.mutations import ModerationMutation
 from api.moderation.subscriptions import ModerationSubscription
 from api.moderation.types import Interaction
@@ -45,7 +46,7 @@ class Query(DirectoryQuery):
 
 
 @strawberry.type
-class Mutation(DirectoryMutation, PublishingMutation, ModerationMutation):
+class Mutation(DirectoryMutation, PublishingMutation, ModerationMutation, MetricsMutation):
     pass
 
 

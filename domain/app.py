@@ -26,6 +26,7 @@ from domain.channel import CONNECTOR_OF, Channel, ChannelHealth, Platform
 from domain.context import event_time
 from domain.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from domain.inbox import ModerationCommands, PersonalData
+from domain.metrics import MetricsCommands
 from domain.people import AccessDenial, ApiKey, Membership, User
 from domain.publishing import PublishingCommands
 from domain.roles import Role
@@ -67,7 +68,7 @@ def make_mapper() -> Mapper[str]:
     return Mapper(transcoder=make_transcoder())
 
 
-class Parvis(ModerationCommands, PublishingCommands, Application[str]):
+class Parvis(MetricsCommands, ModerationCommands, PublishingCommands, Application[str]):
     """All aggregates of all tenants, in one store with one notification sequence."""
 
     name = "Parvis"

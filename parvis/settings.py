@@ -30,8 +30,9 @@ class Settings(BaseSettings):
     queue_namespace: str = "parvis"
     job_redeliver_seconds: float = 30.0
     poll_seconds: float = 60.0
+    checkpoint_seconds: float = 300.0
     projection_batch_size: int = 500
-    max_body_bytes: int = 1_048_576
+    max_body_bytes: int = 8_388_608
     max_query_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 2_000

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlparse
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from api.context import ApiConfig
 from domain.app import Parvis
 from parvis.crypto import AuthorVault, SecretBox, personal_cipher, subkey
 from parvis.settings import Settings
 from projections.base import Projection
+from projections.checkpoints import public_key_bytes, signing_key
 from projections.directory import Directory
 from projections.history import History
+from projections.metrics import Metrics
 from projections.moderation import Moderation
 from projections.publishing import Publishing
 
@@ -48,12 +52,12 @@ def domain(settings: Settings, *, create_table: bool = False) -> Parvis:
 
 def projections(settings: Settings) -> list[Projection]:
     """Every read model, in the order the runner starts them."""
-    return [Directory(), History(), Publishing(), Moderation(personal_cipher(settings.secret()))]
+    return [Directory(), History(), Publishing(), Moderation(personal_cipher(settings.secret())), Metrics()]
 
 
 def read_model_names() -> list[str]:
     """The names of the read models (what the API waits for after a mutation)."""
-    return [Directory.name, History.name, Publishing.name, Moderation.name]
+    return [Directory.name, History.name, Publishing.name, Moderation.name, Metrics.name]
 
 
 def api_config(settings: Settings) -> ApiConfig:
@@ -77,6 +81,15 @@ def token_key(settings: Settings) -> bytes:
     return subkey(settings.secret(), "parvis/access-tokens")
 
 
+def checkpoint_key(settings: Settings) -> Ed25519PrivateKey:
+    """The Ed25519 key that signs the history checkpoints (its seed is derived from the master secret)."""
+    return signing_key(subkey(settings.secret(), "parvis/checkpoints"))
+
+
+def checkpoint_public_key(settings: Settings) -> bytes:
+    return public_key_bytes(checkpoint_key(settings))
+
+
 def asgi_app(settings: Settings):  # type: ignore[no-untyped-def]
     """The API as an ASGI application."""
     from api.app import create_app
@@ -92,4 +105,7 @@ def asgi_app(settings: Settings):  # type: ignore[no-untyped-def]
         read_models=read_model_names(),
         hook_key=hook_key(settings),
         pool_size=settings.db_pool_size,
+        redis_url=settings.redis_url,
+        checkpoint_namespace=settings.queue_namespace,
+        checkpoint_public_key=checkpoint_public_key(settings),
     )

@@ -13,6 +13,7 @@ from strawberry.types import Info
 from api import ids
 from api.access import INHERITED, inherit_permissions, secured
 from api.context import Context
+from api.metrics.enums import Granularity
 from api.pagination import PageInfo
 from domain.channel import ChannelHealth as DomainChannelHealth
 from domain.channel import Platform as DomainPlatform
@@ -24,6 +25,7 @@ from domain.tenant import TenantStatus as DomainTenantStatus
 if TYPE_CHECKING:
     from api.audit.asof import TenantSnapshot
     from api.history.types import HistoryConnection, HistoryFilter, HistoryVerification
+    from api.metrics.queries import KpiProgress, MetricPoint
     from api.moderation.types import InteractionConnection, ModerationFilter, ModerationPolicy, ModerationStats
     from api.publishing.types import (
         CalendarEntry,
@@ -262,6 +264,30 @@ class Tenant(Node):
         from api.moderation import queries
 
         return await queries.moderation_stats(info.context, self.key, from_, to)
+
+    @strawberry.field(**secured(Permission.SEE, tenant_field=True))
+    async def kpis(
+        self, info: Info[Context, None], at: datetime | None = None
+    ) -> list[Annotated[KpiProgress, strawberry.lazy("api.metrics.queries")]]:
+        from api.metrics import queries
+
+        return await queries.kpis(info.context, self.key, at)
+
+    @strawberry.field(**secured(Permission.SEE, tenant_field=True))
+    async def metric_series(
+        self,
+        info: Info[Context, None],
+        metric: str,
+        from_: Annotated[datetime, strawberry.argument(name="from")],
+        to: datetime,
+        channel_id: strawberry.ID | None = None,
+        granularity: Granularity = Granularity.DAY,
+    ) -> list[Annotated[MetricPoint, strawberry.lazy("api.metrics.queries")]]:
+        from api.metrics import queries
+
+        return await queries.metric_series(
+            info.context, self.key, self.timezone, metric, channel_id, from_, to, granularity
+        )
 
     @strawberry.field(**secured(Permission.SEE, tenant_field=True))
     async def channels(self, info: Info[Context, None]) -> list[Channel]:
