@@ -30,7 +30,7 @@ class Moderation(Projection):
     """Moderation policy versions, the interactions of each tenant, and every change to them, in order."""
 
     name = "moderation"
-    version = 1
+    version = 2
     live = True
     tables = {
         "tenants": "read.moderation_tenants",
@@ -132,6 +132,7 @@ CREATE TABLE {t["changes"]} (
             "rationale": e.rationale, "reply_text": e.reply_text, "escalate_to": e.escalate_to,
             "policy_version": e.policy_version, "strategy_version": e.strategy_version, "overturned": False,
             "at": env.at.isoformat(), "actor": env.meta.get("actor", "system"),
+            "on_behalf_of": env.meta.get("on_behalf_of"),
         })
         row["decisions"] = decisions
         row["status"] = e.status

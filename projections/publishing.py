@@ -26,7 +26,7 @@ class Publishing(Projection):
     """Strategy versions, campaigns, posts (with variants and approvals) and every post state change."""
 
     name = "publishing"
-    version = 1
+    version = 2
     live = True
     tables = {
         "tenants": "read.publishing_tenants",
@@ -39,7 +39,7 @@ class Publishing(Projection):
     def ddl(self, t: Mapping[str, str]) -> str:
         return f"""
 CREATE TABLE {t["tenants"]} (
-    tenant_id text PRIMARY KEY, agency_id text NOT NULL, timezone text NOT NULL);
+    tenant_id text PRIMARY KEY, agency_id text NOT NULL, timezone text NOT NULL, strategy_version int);
 CREATE TABLE {t["strategies"]} (
     tenant_id text NOT NULL, agency_id text NOT NULL, version int NOT NULL, effective_from timestamptz NOT NULL,
     revised_by text, reason text, positioning text, objectives jsonb NOT NULL, personas jsonb NOT NULL,
@@ -87,6 +87,7 @@ CREATE INDEX ON {t["transitions"]} (tenant_id, post_id, position);
 
     def _Strategy_Revised(self, work: _Batch, env: Envelope) -> None:
         e = env.e
+        work.strategy_versions[env.scope] = e.number
         work.strategies.append(
             (env.scope, work.agency(env), e.number, env.at, env.meta.get("actor"), e.reason, e.positioning,
              dumps(e.objectives), dumps(e.personas), dumps(e.editorial_line), env.position)
@@ -132,7 +133,8 @@ CREATE INDEX ON {t["transitions"]} (tenant_id, post_id, position);
         post["approvals"] = [
             *post["approvals"],
             {"by": e.by, "step": e.step, "approved": approved, "comment": e.comment, "at": env.at.isoformat(),
-             "submission": post["submission"]},
+             "submission": post["submission"], "policy_version": (post["policy"] or {}).get("version"),
+             "strategy_version": work.strategy_versions.get(env.scope), "on_behalf_of": env.meta.get("on_behalf_of")},
         ]
         work.set_status(env, post, status)
 
@@ -205,6 +207,7 @@ class _Batch:
         self.posts: dict[str, dict[str, Any]] = {}
         self.changed: set[str] = set()
         self.new_tenants: list[tuple[Any, ...]] = []
+        self.strategy_versions: dict[str, int] = {}
         self.timezones: list[tuple[str, str]] = []
         self.strategies: list[tuple[Any, ...]] = []
         self.campaigns: list[tuple[Any, ...]] = []
@@ -213,9 +216,10 @@ class _Batch:
     async def load(self, batch: Sequence[Envelope]) -> None:
         scopes = sorted({env.scope for env in batch})
         rows = await self.conn.fetch(
-            f"SELECT tenant_id, agency_id FROM {self.t['tenants']} WHERE tenant_id = ANY($1)", scopes
+            f"SELECT tenant_id, agency_id, strategy_version FROM {self.t['tenants']} WHERE tenant_id = ANY($1)", scopes
         )
         self.agencies.update({r["tenant_id"]: r["agency_id"] for r in rows})
+        self.strategy_versions.update({r["tenant_id"]: r["strategy_version"] for r in rows if r["strategy_version"]})
         post_ids = sorted({env.originator_id for env in batch if env.aggregate_type == "Post"})
         self.posts.update(await fetch_rows(self.conn, self.t["posts"], post_ids, _JSON_COLUMNS))
 
@@ -249,6 +253,9 @@ class _Batch:
             await conn.executemany(
                 f"INSERT INTO {t['tenants']} VALUES ($1, $2, $3) ON CONFLICT (tenant_id) DO NOTHING", self.new_tenants
             )
+        if self.strategy_versions:
+            await conn.executemany(f"UPDATE {t['tenants']} SET strategy_version = $2 WHERE tenant_id = $1",
+                                   list(self.strategy_versions.items()))
         if self.timezones:
             await conn.executemany(f"UPDATE {t['tenants']} SET timezone = $2 WHERE tenant_id = $1", self.timezones)
         if self.strategies:

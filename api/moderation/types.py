@@ -116,6 +116,7 @@ class ModerationDecision:
     strategy_version: int | None
     overturned: bool
     actor: str = strawberry.field(description="The user id, or 'rule:<id>@<policy version>' when a rule decided.")
+    on_behalf_of: strawberry.ID | None = strawberry.field(description="The tenant agency staff acted for.")
     by_id: strawberry.Private[str | None]
 
     @strawberry.field(**secured(INHERITED))
@@ -136,6 +137,7 @@ class ModerationDecision:
             strategy_version=d.get("strategy_version"),
             overturned=d["overturned"],
             actor=d.get("actor") or (f"rule:{rule}@{d['policy_version']}" if rule else str(d.get("by"))),
+            on_behalf_of=strawberry.ID(ids.encode("Tenant", d["on_behalf_of"])) if d.get("on_behalf_of") else None,
             by_id=d.get("by"),
         )
 

@@ -247,6 +247,9 @@ class Approval:
     approved: bool
     comment: str | None
     submission: int = strawberry.field(description="Which submission of the post this review answered (1, 2, ...).")
+    policy_version: int | None = strawberry.field(description="The approval policy the post was submitted under.")
+    strategy_version: int | None = strawberry.field(description="The strategy in force when this review was given.")
+    on_behalf_of: strawberry.ID | None = strawberry.field(description="The tenant agency staff acted for.")
     by_id: strawberry.Private[str]
 
     @strawberry.field(**secured(INHERITED))
@@ -320,6 +323,9 @@ class Post(Node):
                 approved=a["approved"],
                 comment=a.get("comment"),
                 submission=a.get("submission", 0),
+                policy_version=a.get("policy_version"),
+                strategy_version=a.get("strategy_version"),
+                on_behalf_of=gid("Tenant", a.get("on_behalf_of")),
                 by_id=a["by"],
             )
             for a in _json(self.row["approvals"])

@@ -21,7 +21,7 @@ CONNECT = """mutation($i: ConnectChannelInput!) {
   connectChannel(input: $i) { channel { id } userErrors { message } } }"""
 POST_FIELDS = """post { id status version scheduledAt holdReason error author { email } temperature
   variants { channel { id handle } body externalId externalUrl publishedAt error }
-  approvals { by { email } step approved comment submission } }
+  approvals { by { email } step approved comment submission onBehalfOf } }
   userErrors { code field message } position consistent"""
 DRAFT = f"mutation($i: DraftPostInput!) {{ draftPost(input: $i) {{ {POST_FIELDS} }} }}"
 EDIT = f"mutation($i: EditPostInput!) {{ editPost(input: $i) {{ {POST_FIELDS} }} }}"
@@ -134,8 +134,9 @@ async def test_a_post_goes_from_draft_to_published_and_the_subscription_sees_eve
 
     # When a post is drafted, submitted, approved by another community manager and by the client, then scheduled
     post = await asyncio.to_thread(approved, tenant)
-    assert [(a["step"], a["approved"], a["by"]["email"]) for a in post["approvals"]] == [
-        ("internal", True, tenant["cm2_email"]), ("client", True, tenant["reviewer_email"])]
+    assert [(a["step"], a["approved"], a["by"]["email"], a["onBehalfOf"]) for a in post["approvals"]] == [
+        ("internal", True, tenant["cm2_email"], tenant["id"]),  # agency staff act for the client
+        ("client", True, tenant["reviewer_email"], None)]
     scheduled = (await asyncio.to_thread(
         tenant["cm"].data, SCHEDULE, {"i": {"postId": post["id"], "at": soon(3)}}))["schedulePost"]["post"]
     assert scheduled["status"] == "SCHEDULED"

@@ -26,7 +26,7 @@ AS_OF = """query($id: ID!, $at: DateTime!) { tenant(id: $id) {
   strategyAt(at: $at) { version reason }
   asOf(at: $at) { at eventCount name status crisis { reason heldPosts } approvalPolicy { internalApprovals }
     moderationPolicy { version rules { name } } strategy { version reason }
-    posts { id status scheduledAt variants { externalId } approvals { step approved } }
+    posts { id status scheduledAt variants { externalId } approvals { step approved policyVersion strategyVersion } }
     interactions { externalId author text status decisions { decision overturned policyVersion strategyVersion } } }
 } }"""
 
@@ -133,6 +133,9 @@ async def test_the_tenant_is_seen_as_it_was_at_five_instants(
     # Day 4.5: post A scheduled; the scam hidden by the rule, the thanks approved by a person, policy 1 in force
     four = seen[4.5]["asOf"]
     assert posts[4.5] == {a: "SCHEDULED"}
+    # Its approval answers which approval policy and which strategy were in force when it was given.
+    assert four["posts"][0]["approvals"] == [
+        {"step": "internal", "approved": True, "policyVersion": 1, "strategyVersion": 1}]
     decided = {i["externalId"]: (i["status"], [d["decision"] for d in i["decisions"]]) for i in four["interactions"]}
     assert decided == {"c1": ("DECIDED", ["HIDE"]), "c2": ("DECIDED", ["APPROVE"])}
     assert {i["author"] for i in four["interactions"]} == {"@escroc", "@lea"}
