@@ -2,49 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.fakes import serve
 from tests.fakes.bluesky import FakeBluesky
 from tests.fakes.mastodon import FakeMastodon
+from tests.integration.connector_support import CLOSED, POST, failure
 from workers.connectors import bluesky as bluesky_module
 from workers.connectors import mastodon as mastodon_module
-from workers.connectors.base import ChannelRef, ConnectorError, FailureKind, VariantRef
+from workers.connectors.base import ChannelRef, FailureKind
 from workers.connectors.bluesky import BlueskyConnector
 from workers.connectors.mastodon import MastodonConnector, plain_text
 from workers.connectors.sandbox import SandboxConnector, interactions_for
 
-POST = VariantRef("Notre nouvelle collection arrive demain ✨")
-CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens there
-
-
-def failure(call: object) -> ConnectorError:
-    """The ConnectorError a call raises."""
-    assert callable(call)
-    with pytest.raises(ConnectorError) as caught:
-        call()
-    return caught.value
-
-
 # Mastodon
-
-
-@pytest.fixture(scope="module")
-def mastodon_server() -> Iterator[tuple[FakeMastodon, str]]:
-    fake = FakeMastodon()
-    with serve(fake.app) as url:
-        yield fake, url
-
-
-@pytest.fixture
-def mastodon(mastodon_server: tuple[FakeMastodon, str]) -> tuple[FakeMastodon, ChannelRef]:
-    """A fresh instance (the server is shared by the module) and a channel connected to it."""
-    fake, url = mastodon_server
-    fake.reset()
-    return fake, ChannelRef("ch-m", "MASTODON", "@parvis_demo", {"base_url": url, "access_token": fake.access_token})
 
 
 def test_a_first_mastodon_fetch_returns_the_mentions_and_a_cursor(mastodon: tuple[FakeMastodon, ChannelRef]) -> None:
@@ -201,21 +173,6 @@ def test_a_wrong_mastodon_token_or_no_instance_fails_a_fetch_typed(
 
 
 # Bluesky
-
-
-@pytest.fixture(scope="module")
-def bluesky_server() -> Iterator[tuple[FakeBluesky, str]]:
-    fake = FakeBluesky()
-    with serve(fake.app) as url:
-        yield fake, url
-
-
-@pytest.fixture
-def bluesky(bluesky_server: tuple[FakeBluesky, str]) -> tuple[FakeBluesky, ChannelRef]:
-    fake, url = bluesky_server
-    fake.reset()
-    credentials = {"service": url, "identifier": fake.handle, "app_password": fake.app_password}
-    return fake, ChannelRef("ch-b", "BLUESKY", fake.handle, credentials)
 
 
 def test_a_first_bluesky_fetch_returns_mentions_replies_and_quotes_and_a_cursor(

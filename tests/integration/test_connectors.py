@@ -12,42 +12,16 @@ from tests.fakes import serve
 from tests.fakes.bluesky import TID, FakeBluesky
 from tests.fakes.mastodon import FakeMastodon
 from tests.fakes.webhook import FakeWebhook
+from tests.integration.connector_support import CLOSED, POST, failure
 from workers.connectors import sandbox
-from workers.connectors.base import ChannelRef, ConnectorError, FailureKind, Health, VariantRef, parse_retry_after
+from workers.connectors.base import ChannelRef, FailureKind, Health, VariantRef, parse_retry_after
 from workers.connectors.bluesky import BlueskyConnector, graphemes, record_key
 from workers.connectors.mastodon import MastodonConnector
 from workers.connectors.registry import connectors
 from workers.connectors.sandbox import SandboxConnector, interactions_for, metrics_for
 from workers.connectors.webhook import WebhookConnector
 
-POST = VariantRef("Notre nouvelle collection arrive demain ✨")
-CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens there
-
-
-def failure(call: object) -> ConnectorError:
-    """The ConnectorError a call raises."""
-    assert callable(call)
-    with pytest.raises(ConnectorError) as caught:
-        call()
-    return caught.value
-
-
 # Mastodon
-
-
-@pytest.fixture(scope="module")
-def mastodon_server() -> Iterator[tuple[FakeMastodon, str]]:
-    fake = FakeMastodon()
-    with serve(fake.app) as url:
-        yield fake, url
-
-
-@pytest.fixture
-def mastodon(mastodon_server: tuple[FakeMastodon, str]) -> tuple[FakeMastodon, ChannelRef]:
-    """A fresh instance (the server is shared by the module) and a channel connected to it."""
-    fake, url = mastodon_server
-    fake.reset()
-    return fake, ChannelRef("ch-m", "MASTODON", "@parvis_demo", {"base_url": url, "access_token": fake.access_token})
 
 
 def test_a_mastodon_status_is_published_with_its_id_and_url(mastodon: tuple[FakeMastodon, ChannelRef]) -> None:
@@ -169,21 +143,6 @@ def test_an_unreachable_mastodon_instance_is_a_transient_network_failure() -> No
 
 
 # Bluesky
-
-
-@pytest.fixture(scope="module")
-def bluesky_server() -> Iterator[tuple[FakeBluesky, str]]:
-    fake = FakeBluesky()
-    with serve(fake.app) as url:
-        yield fake, url
-
-
-@pytest.fixture
-def bluesky(bluesky_server: tuple[FakeBluesky, str]) -> tuple[FakeBluesky, ChannelRef]:
-    fake, url = bluesky_server
-    fake.reset()
-    credentials = {"service": url, "identifier": fake.handle, "app_password": fake.app_password}
-    return fake, ChannelRef("ch-b", "BLUESKY", fake.handle, credentials)
 
 
 def test_a_bluesky_post_is_published_with_its_at_uri_and_url(bluesky: tuple[FakeBluesky, ChannelRef]) -> None:
