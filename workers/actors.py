@@ -216,9 +216,9 @@ def poll_channel(deps: WorkerDeps, channel_id: str, cursor: str | None) -> None:
     except ConnectorError as exc:
         if exc.transient and _retries() < PUBLISH_RETRIES:
             raise dramatiq.Retry(exc.message, delay=int(exc.retry_after * 1000) if exc.retry_after else None) from None
+        # The channel's health is the credentials check's to record (it tells expired from revoked): a poll
+        # that fails only waits longer before the next one.
         log.warning("poll of channel %s failed: %s: %s", channel_id, exc.kind.value, exc.message)
-        if exc.kind == FailureKind.AUTH_EXPIRED:
-            domain.record_channel_health(channel_id, Health.EXPIRED.value, exc.message)
         page, next_in = None, max(next_in, 600)
     if page is not None:
         posts = {r["external_id"]: r["post_id"] for r in ours}

@@ -49,6 +49,7 @@ def worker_on(settings: Any) -> Iterator[Callable[[str], subprocess.Popen[bytes]
             redis_url,
             PARVIS_QUEUE_NAMESPACE=f"parvis-test-{uuid.uuid4().hex[:8]}",
             PARVIS_JOB_REDELIVER_SECONDS="2",
+            PARVIS_POLL_SECONDS="1",
         )
         proc = parvis("work", env=env)
         procs.append(proc)
@@ -76,6 +77,9 @@ def test_a_new_channel_is_checked_by_a_worker(admin: Client, redis_url: str, wor
         assert data["connectChannel"]["userErrors"] == []
     assert eventually(lambda: health(admin, tid, "@ok") == "OK")
     assert eventually(lambda: health(admin, tid, "@revoked") == "REVOKED")
+    # Polls of the revoked channel fail every second from now on; its health stays the check's verdict.
+    time.sleep(3)
+    assert health(admin, tid, "@revoked") == "REVOKED"
 
 
 def test_with_redis_stopped_the_api_answers_and_the_check_runs_once_redis_is_back(
