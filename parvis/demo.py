@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta
@@ -9,7 +10,8 @@ from zoneinfo import ZoneInfo
 
 from domain.agency import Agency
 from domain.app import Parvis
-from domain.context import Actor, acting_as
+from domain.context import Actor, acting_as, clock
+from domain.metrics import Observation
 from domain.moderation import BusinessHours, Contact, PolicyTerms, Rule
 from domain.people import User
 from domain.post import CLIENT, INTERNAL, Variant
@@ -234,10 +236,12 @@ def _publishing(domain: Parvis, agency_key: str, key: str, channels: list[str], 
     plan = tenant.strategy
     now = domain.now()
     staff = Actor(id=cm, role="COMMUNITY_MANAGER", on_behalf_of=key)
-    with acting_as(replace(staff, reason="stratégie de l'année")):
+    month_ago = now - timedelta(days=30)
+    # The strategy took effect a month ago, so that the demo's month of metrics counts toward its objectives.
+    with acting_as(replace(staff, reason="stratégie de l'année")), clock(lambda: month_ago):
         domain.revise_strategy(
             key, "stratégie de l'année", plan.positioning,
-            [Objective(title, intent, metric, target, None, baseline, now + timedelta(days=30 * months))
+            [Objective(title, intent, metric, target, None, baseline, month_ago + timedelta(days=30 * months))
              for title, intent, metric, baseline, target, months in plan.objectives],
             [Persona(name, description, tuple(channels[:2])) for name, description in plan.personas],
             EditorialLine(plan.tone, plan.themes, plan.hot_share, tuple((c, 3.0) for c in channels)),
@@ -247,6 +251,8 @@ def _publishing(domain: Parvis, agency_key: str, key: str, channels: list[str], 
         start = now + timedelta(days=starts_in)
         campaign = domain.create_campaign(key, name, hashtag, start, start + timedelta(days=lasts),
                                           objective_ids[:2], budget).value
+    with acting_as(staff):
+        _month_of_metrics(domain, key, channels, plan, now)
     zone = ZoneInfo("Europe/Paris")
     for i, item in enumerate(tenant.posts):
         variants = [Variant(channels[c], f"{item.body} {hashtag}") for c in item.channels]
@@ -258,6 +264,30 @@ def _publishing(domain: Parvis, agency_key: str, key: str, channels: list[str], 
                                  tzinfo=zone))
         _advance(domain, post, item.state, when, staff, Actor(id=cm2, role="COMMUNITY_MANAGER", on_behalf_of=key),
                  Actor(id=reviewer, role="CLIENT_REVIEWER"))
+
+
+def _month_of_metrics(domain: Parvis, key: str, channels: list[str], plan: DemoStrategy, now: datetime) -> None:
+    """Thirty days of daily figures: followers per channel growing from the objective's baseline, and the flows
+    the objectives count (sign-ups, donations, impressions, offers relayed), as the sandbox would report them."""
+    rng = random.Random(key)  # noqa: S311 - demo figures, not secrets
+    base = next((b for _, _, metric, b, _, _ in plan.objectives if metric == "followers"), 6000.0)
+    daily = {"volunteer_signups": (2, 9), "donations_amount": (400, 2500), "impressions": (2000, 12000),
+             "offers_relayed": (0, 6)}
+    flows = [m for _, _, m, _, _, _ in plan.objectives if m in daily]
+    subscribers = next((b for _, _, m, b, _, _ in plan.objectives if m == "newsletter_subscribers"), None)
+    observations = []
+    for day in range(30, 0, -1):
+        at = now - timedelta(days=day)
+        for n, channel in enumerate(channels):
+            level = base / len(channels) * (1 + 0.004 * (30 - day)) * (1 + 0.1 * n)
+            observations.append(Observation(channel, "followers", round(level), at, source="sandbox"))
+        for metric in flows:
+            low, high = daily[metric]
+            observations.append(Observation(channels[0], metric, rng.randint(low, high), at, source="sandbox"))
+        if subscribers is not None:
+            observations.append(Observation(channels[-2], "newsletter_subscribers",
+                                            subscribers + 60 * (30 - day), at, source="sandbox"))
+    domain.record_metrics(key, observations)
 
 
 def _advance(domain: Parvis, post: str, state: str, when: datetime, author: Actor, colleague: Actor,

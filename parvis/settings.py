@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     queue_namespace: str = "parvis"
     job_redeliver_seconds: float = 30.0
     poll_seconds: float = 60.0
+    metrics_seconds: float = 900.0
     checkpoint_seconds: float = 300.0
     projection_batch_size: int = 500
     max_body_bytes: int = 8_388_608

@@ -73,7 +73,8 @@ def run_workers(settings: Settings) -> None:
             return list(conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
 
     deps = WorkerDeps(domain=domain, secrets=wiring.secret_box(settings), connectors=connectors(),
-                      analyzer=Analyzer(), query=query, poll_interval=settings.poll_seconds)
+                      analyzer=Analyzer(), query=query, poll_interval=settings.poll_seconds,
+                      metrics_interval=settings.metrics_seconds)
     declare_actors(broker, deps)
     worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=1000)
     worker.start()

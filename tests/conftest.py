@@ -132,6 +132,7 @@ def worker(settings: Any, redis_url: str) -> Iterator[subprocess.Popen[bytes]]:
         PARVIS_JOB_REDELIVER_SECONDS="3",
         PARVIS_WORKER_THREADS="2",
         PARVIS_POLL_SECONDS="3",
+        PARVIS_METRICS_SECONDS="3",
     )
     proc = parvis("work", env=env)
     yield proc

@@ -18,6 +18,7 @@ from dramatiq.middleware import CurrentMessage
 from domain.app import Parvis
 from domain.errors import Conflict
 from domain.inbox import MAX_BATCH, Incoming
+from domain.metrics import Observation
 from domain.post import PostStatus
 from workers.broker import QUEUE
 from workers.connectors.base import ChannelRef, ConnectorError, FailureKind, Health, Published, VariantRef
@@ -44,6 +45,7 @@ class WorkerDeps:
     analyzer: TextAnalyzer
     query: Callable[[str, dict[str, Any]], list[dict[str, Any]]]
     poll_interval: float = 60.0
+    metrics_interval: float = 900.0
 
 
 def check_channel(deps: WorkerDeps, channel_id: str, check_id: str) -> None:
@@ -231,7 +233,48 @@ def poll_channel(deps: WorkerDeps, channel_id: str, cursor: str | None) -> None:
                             "id": f"poll_channel:{channel_id}"})
 
 
+# Running totals a platform reports for a post; recorded at the post's publication instant, so that each pull
+# replaces the last total instead of adding to it (the read model keeps one value per post, metric and instant).
+POST_COUNTERS = ("impressions", "reach", "engagements", "shares", "clicks")
+
+
+def pull_metrics(deps: WorkerDeps, channel_id: str) -> None:
+    """Record what the platform measures of the channel and its posts now, then set the next pull."""
+    domain = deps.domain
+    channel = domain.channel(channel_id)
+    connector = deps.connectors.get(channel.connector)
+    fetch = getattr(connector, "fetch_metrics", None)
+    if not channel.connected or fetch is None:
+        return  # this connector measures nothing yet: the job is not due again
+    ours = deps.query(_PUBLISHED_ON, {"tenant": channel.tenant_key, "channel": channel_id})
+    credentials = json.loads(deps.secrets.open(channel.credentials)) if channel.credentials else {}
+    ref = ChannelRef(channel.id, channel.platform, channel.handle, credentials)
+    next_in = deps.metrics_interval
+    try:
+        rows = fetch(ref, [(r["external_id"], r["published_at"]) for r in ours])
+    except ConnectorError as exc:
+        if exc.transient and _retries() < PUBLISH_RETRIES:
+            raise dramatiq.Retry(exc.message, delay=int(exc.retry_after * 1000) if exc.retry_after else None) from None
+        log.warning("metrics of channel %s failed: %s: %s", channel_id, exc.kind.value, exc.message)
+        rows, next_in = [], max(next_in, 3600)
+    posts = {r["external_id"]: (r["post_id"], r["published_at"]) for r in ours}
+    observations = []
+    for row in rows:
+        if row["scope"] == "CHANNEL":
+            observations.append(Observation(channel_id, "followers", row["followers"], row["measured_at"],
+                                            source=channel.connector))
+        elif row["external_id"] in posts:
+            post_id, published_at = posts[row["external_id"]]
+            observations += [Observation(channel_id, metric, row[metric], published_at, post_id, channel.connector)
+                             for metric in POST_COUNTERS]
+    if observations:
+        domain.record_metrics(channel.tenant_key, observations)
+    deps.query(_NEXT_POLL, {"args": json.dumps([channel_id]), "seconds": next_in,
+                            "id": f"pull_metrics:{channel_id}"})
+
+
 JOBS: dict[str, Callable[..., None]] = {
+    "pull_metrics": pull_metrics,
     "poll_channel": poll_channel,
     "detect_spike": detect_spike,
     "check_channel": check_channel,

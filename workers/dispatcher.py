@@ -65,6 +65,7 @@ CREATE INDEX ON {t["jobs"]} (due_at) WHERE status = 'pending';
         plan.new(self._job(env, f"check_channel:{check}", "check_channel", [env.originator_id, check]))
         # A recurring job: each run keeps the platform's cursor in the job's arguments and sets its next time.
         plan.new(self._job(env, f"poll_channel:{env.originator_id}", "poll_channel", [env.originator_id, None]))
+        plan.new(self._job(env, f"pull_metrics:{env.originator_id}", "pull_metrics", [env.originator_id]))
 
     def _Channel_CredentialsReplaced(self, plan: _Plan, env: Envelope) -> None:
         check = f"{env.originator_id}@{env.e.credentials_version}"
@@ -77,6 +78,7 @@ CREATE INDEX ON {t["jobs"]} (due_at) WHERE status = 'pending';
     def _Channel_Disconnected(self, plan: _Plan, env: Envelope) -> None:
         plan.cancel_prefix(f"check_channel:{env.originator_id}@")
         plan.set(f"poll_channel:{env.originator_id}", "cancelled", env)
+        plan.set(f"pull_metrics:{env.originator_id}", "cancelled", env)
 
     # ---------------------------------------------------------------- posts: publish when due, expire approvals
     # One publish job per post: scheduling again moves it, holding or cancelling stops it, releasing restarts it.

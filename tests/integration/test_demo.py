@@ -31,6 +31,12 @@ async def test_the_demo_loads_once_with_a_strategy_a_campaign_and_posts_in_every
     policies = await conn.fetch("SELECT version, terms FROM read.moderation_policies WHERE tenant_id = ANY($1)", keys)
     assert [p["version"] for p in policies] == [1, 1, 1]
     assert all(len(json.loads(p["terms"])["rules"]) == 2 for p in policies)
+    # And a month of metrics, counted toward objectives that took effect a month ago
+    days = await conn.fetchval("SELECT count(DISTINCT date_trunc('day', at)) FROM read.metric_observations "
+                               "WHERE tenant_id = ANY($1) AND metric = 'followers'", keys)
+    assert days >= 30
+    oldest = await conn.fetchval("SELECT min(effective_from) FROM read.strategies WHERE tenant_id = ANY($1)", keys)
+    assert oldest <= await conn.fetchval("SELECT min(at) FROM read.metric_observations WHERE tenant_id = ANY($1)", keys)
     statuses = Counter(r["status"] for r in await conn.fetch(
         "SELECT status FROM read.posts WHERE tenant_id = ANY($1)", keys))
     assert sum(statuses.values()) == sum(len(t.posts) for t in TENANTS)

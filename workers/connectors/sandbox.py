@@ -104,6 +104,12 @@ class SandboxConnector:
         return Page([_fetched(i) for i in received if since is None or i["received_at"] > since], now.isoformat())
 
 
+    def fetch_metrics(self, channel: ChannelRef, published: list[tuple[str, datetime]]) -> list[dict[str, Any]]:
+        """What the simulation measures now: each post's running totals, then the channel's followers."""
+        _check_access(channel)
+        return metrics_for(channel, published, self._clock())
+
+
 def _check_access(channel: ChannelRef) -> None:
     """Refuse as the channel's credentials say: unreachable, or expired or revoked."""
     creds = channel.credentials
