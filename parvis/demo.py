@@ -237,12 +237,18 @@ def _publishing(domain: Parvis, agency_key: str, key: str, channels: list[str], 
     now = domain.now()
     staff = Actor(id=cm, role="COMMUNITY_MANAGER", on_behalf_of=key)
     month_ago = now - timedelta(days=30)
+    objectives = []
+    for title, intent, metric, planned_baseline, planned_target, months in plan.objectives:
+        # The sandbox decides how many followers the channels have: the objective starts from there.
+        baseline, target = (followers_objective(channels, now) if metric == "followers"
+                            else (planned_baseline, planned_target))
+        deadline = month_ago + timedelta(days=30 * months)
+        objectives.append(Objective(title, intent, metric, target, None, baseline, deadline))
     # The strategy took effect a month ago, so that the demo's month of metrics counts toward its objectives.
     with acting_as(replace(staff, reason="stratégie de l'année")), clock(lambda: month_ago):
         domain.revise_strategy(
             key, "stratégie de l'année", plan.positioning,
-            [Objective(title, intent, metric, target, None, baseline, month_ago + timedelta(days=30 * months))
-             for title, intent, metric, baseline, target, months in plan.objectives],
+            objectives,
             [Persona(name, description, tuple(channels[:2])) for name, description in plan.personas],
             EditorialLine(plan.tone, plan.themes, plan.hot_share, tuple((c, 3.0) for c in channels)),
         )
@@ -267,19 +273,24 @@ def _publishing(domain: Parvis, agency_key: str, key: str, channels: list[str], 
 
 
 def _month_of_metrics(domain: Parvis, key: str, channels: list[str], plan: DemoStrategy, now: datetime) -> None:
-    """Thirty days of daily figures: followers per channel growing from the objective's baseline, and the flows
-    the objectives count (sign-ups, donations, impressions, offers relayed), as the sandbox would report them."""
+    """Thirty days of daily figures, as the sandbox would have reported them: each channel's followers growing
+    to what the sandbox counts today, and the flows the objectives count (sign-ups, donations, impressions,
+    offers relayed)."""
+    from workers.connectors.base import ChannelRef
+    from workers.connectors.sandbox import SandboxConnector
+
     rng = random.Random(key)  # noqa: S311 - demo figures, not secrets
-    base = next((b for _, _, metric, b, _, _ in plan.objectives if metric == "followers"), 6000.0)
-    daily = {"volunteer_signups": (2, 9), "donations_amount": (400, 2500), "impressions": (2000, 12000),
+    sandbox = SandboxConnector(clock=lambda: now)
+    today = {c: sandbox.fetch_metrics(ChannelRef(c, "SANDBOX", "", {}), [])[-1]["followers"] for c in channels}
+    daily = {"volunteer_signups": (1, 4), "donations_amount": (150, 700), "impressions": (2000, 12000),
              "offers_relayed": (0, 6)}
     flows = [m for _, _, m, _, _, _ in plan.objectives if m in daily]
     subscribers = next((b for _, _, m, b, _, _ in plan.objectives if m == "newsletter_subscribers"), None)
     observations = []
     for day in range(30, 0, -1):
         at = now - timedelta(days=day)
-        for n, channel in enumerate(channels):
-            level = base / len(channels) * (1 + 0.004 * (30 - day)) * (1 + 0.1 * n)
+        for channel in channels:
+            level = today[channel] * (1 - 0.004 * day)  # about 12 % growth over the month
             observations.append(Observation(channel, "followers", round(level), at, source="sandbox"))
         for metric in flows:
             low, high = daily[metric]
@@ -288,6 +299,17 @@ def _month_of_metrics(domain: Parvis, key: str, channels: list[str], plan: DemoS
             observations.append(Observation(channels[-2], "newsletter_subscribers",
                                             subscribers + 60 * (30 - day), at, source="sandbox"))
     domain.record_metrics(key, observations)
+
+
+def followers_objective(channels: list[str], now: datetime) -> tuple[float, float]:
+    """(baseline, target) of a followers objective: the channels' total a month ago, and 30 % more."""
+    from workers.connectors.base import ChannelRef
+    from workers.connectors.sandbox import SandboxConnector
+
+    sandbox = SandboxConnector(clock=lambda: now)
+    total = sum(sandbox.fetch_metrics(ChannelRef(c, "SANDBOX", "", {}), [])[-1]["followers"] for c in channels)
+    baseline = round(total * (1 - 0.004 * 30))
+    return float(baseline), float(round(baseline * 1.3, -2))
 
 
 def _advance(domain: Parvis, post: str, state: str, when: datetime, author: Actor, colleague: Actor,

@@ -68,12 +68,14 @@ async def kpis(ctx: Context, key: str, at: datetime | None) -> list[KpiProgress]
 async def _progress(ctx: Context, key: str, o: dict[str, Any], start: datetime, at: datetime) -> KpiProgress:
     deadline = datetime.fromisoformat(o["deadline"]) if o.get("deadline") else None
     channel = o.get("channel_id")
+    baseline = o.get("baseline") or 0.0
     if o["metric"] in STOCK_METRICS:
         value = await ctx.db.fetchval(_STOCK, key, o["metric"], at, channel)
     else:
+        # A flow adds to where the objective started: the baseline is what was already there.
         end = min(at, deadline) if deadline else at
-        value = await ctx.db.fetchval(_FLOW, key, o["metric"], start, end, channel)
-    baseline = o.get("baseline") or 0.0
+        total = await ctx.db.fetchval(_FLOW, key, o["metric"], start, end, channel)
+        value = None if total is None else baseline + float(total)
     progress = None if value is None else round((float(value) - baseline) / (o["target"] - baseline), 4)
     expected = None
     if deadline is not None:
