@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -13,23 +12,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.support import SECRET, Client, free_port, fresh_database, parvis, process_env, wait_http
+from tests.support import SECRET, Client, fresh_database, parvis, process_env, running, services
 
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(PostgreSQL server URL, Redis URL): the running services, or embedded ones when unset."""
-    from parvis.embedded import ensure_services
-
-    data_dir = Path(tmp_path_factory.mktemp("embedded"))
-    db, redis, started = ensure_services(
-        data_dir, os.environ.get("PARVIS_DATABASE_URL"), os.environ.get("PARVIS_REDIS_URL")
-    )
-    try:
-        yield db, redis
-    finally:
-        for service in reversed(started):
-            service.stop()
+    with services(Path(tmp_path_factory.mktemp("embedded"))) as found:
+        yield found
 
 
 @pytest.fixture(scope="session")
@@ -102,20 +92,8 @@ async def conn(settings: Any) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture(scope="session")
 def server(settings: Any, redis_url: str) -> Iterator[str]:
     """A running Parvis (API and projector as separate processes); yields the GraphQL URL."""
-    port = free_port()
-    env = process_env(settings.database_url, redis_url)
-    procs = [parvis("project", env=env), parvis("serve", "--port", str(port), env=env)]
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
-        yield f"http://127.0.0.1:{port}/graphql"
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    with running(settings.database_url, redis_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

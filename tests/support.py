@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -88,6 +89,40 @@ def wait_http(url: str, timeout: float = 60) -> None:
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer in {timeout}s")
+
+
+@contextmanager
+def services(data_dir: Path) -> Iterator[tuple[str, str]]:
+    """(PostgreSQL server URL, Redis URL): the running services named by PARVIS_*, or embedded ones in data_dir."""
+    from parvis.embedded import ensure_services
+
+    db, redis, started = ensure_services(
+        data_dir, os.environ.get("PARVIS_DATABASE_URL"), os.environ.get("PARVIS_REDIS_URL")
+    )
+    try:
+        yield db, redis
+    finally:
+        for service in reversed(started):
+            service.stop()
+
+
+@contextmanager
+def running(database_url: str, redis_url: str) -> Iterator[str]:
+    """A running Parvis (API and projector as separate processes); yields the GraphQL URL."""
+    port = free_port()
+    env = process_env(database_url, redis_url)
+    procs = [parvis("project", env=env), parvis("serve", "--port", str(port), env=env)]
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        yield f"http://127.0.0.1:{port}/graphql"
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 _HTTP = httpx.Client(timeout=30)

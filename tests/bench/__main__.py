@@ -12,13 +12,10 @@ import argparse
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import median
@@ -28,44 +25,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from tests.support import PASSWORD, SECRET, Client, free_port, fresh_database, parvis, process_env, wait_http
+from tests.support import PASSWORD, SECRET, Client, fresh_database, running, services
 
 console = Console(width=150)
-
-
-@contextmanager
-def services() -> Iterator[tuple[str, str]]:
-    """PostgreSQL and Redis: the running ones (PARVIS_DATABASE_URL, PARVIS_REDIS_URL) or embedded ones."""
-    from parvis.embedded import ensure_services
-
-    with tempfile.TemporaryDirectory(prefix="parvis-bench-") as data_dir:
-        db, redis, started = ensure_services(
-            Path(data_dir), os.environ.get("PARVIS_DATABASE_URL"), os.environ.get("PARVIS_REDIS_URL")
-        )
-        try:
-            yield db, redis
-        finally:
-            for service in reversed(started):
-                service.stop()
-
-
-@contextmanager
-def running(database_url: str, redis_url: str) -> Iterator[str]:
-    """API and projector as separate processes; yields the GraphQL URL."""
-    port = free_port()
-    env = process_env(database_url, redis_url)
-    procs = [parvis("project", env=env), parvis("serve", "--port", str(port), env=env)]
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
-        yield f"http://127.0.0.1:{port}/graphql"
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def timed(fn: Callable[[], Any], runs: int) -> dict[str, float]:
@@ -118,7 +80,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: checks that every measurement runs")
     parser.add_argument("--output", default="bench-results.json")
     args = parser.parse_args()
-    with services() as (server_url, redis_url), fresh_database(server_url) as database_url:
+    with tempfile.TemporaryDirectory(prefix="parvis-bench-") as data_dir, services(Path(data_dir)) as (
+        server_url, redis_url), fresh_database(server_url) as database_url:
         from tests.bench.data import migrate
 
         migrate(database_url, redis_url)

@@ -23,7 +23,6 @@ FLOORS = {
     "en": {"language": 0.96, "sentiment": 0.66, "spam": 0.96},
     "fr": {"language": 0.94, "sentiment": 0.65, "spam": 0.96},
 }
-MAX_MEAN_MS = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -200,9 +199,8 @@ def test_accuracy_over_the_labelled_set_stays_above_its_floors(analyzer: Analyze
     # When the analyzer labels every message of the set
     report = evaluate(LABELLED, analyzer)
     print("\n" + json.dumps(report, indent=2))  # the figures, for whoever runs the test with -s
-    # Then each accuracy clears its floor, overall and per language, and messages are analysed quickly
+    # Then each accuracy clears its floor, overall and per language (speed is `make bench`'s to measure)
     below = {(group, field): (report[group][field], floor)
              for group, floors in FLOORS.items() for field, floor in floors.items()
              if report[group][field] < floor}
     assert not below, f"accuracy below its floor (measured, floor): {below}"
-    assert report["mean_ms"] < MAX_MEAN_MS
