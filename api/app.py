@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -18,16 +20,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET
 
 from api.auth import Tokens, principal_from_token
-from api.context import ApiConfig, Context, SecretsPort, Services
+from api.context import POSITION_HEADER, ApiConfig, Context, SecretsPort, Services
+from api.db import Replica, WritePositions
 from api.errors import ApiError
 from api.live import Live
 from api.schema import build_schema
+from api.throttle import Refused, Throttle
+from api.timeouts import TOKEN_EXPIRED_CLOSE, RequestTimeout, close_at_expiry
+from api.unavailable import DatabaseUnavailable
 from domain.app import Parvis
 from projections.checkpoints import Checkpoints
 
@@ -45,15 +52,51 @@ class ParvisGraphQL(GraphQL[Context, None]):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             allowed_origins=config.allowed_origins,
             max_subscriptions_per_connection=20,
+            connection_init_wait_timeout=timedelta(seconds=config.ws_init_timeout),
         )
         self._services = services_ref
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The rate limits come first: a refused request is neither parsed nor authenticated."""
+        throttle = self._services().throttle
+        if throttle is not None and scope["type"] in ("http", "websocket"):
+            ip = scope["client"][0] if scope.get("client") else None
+            bearer = _bearer(dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1"))
+            try:
+                # A WebSocket's token comes later, with connection_init: its operations are counted then.
+                await throttle.request(ip, bearer if scope["type"] == "http" else None)
+            except Refused as refused:
+                await _refuse(scope, receive, send, refused)
+                return
+        await super().__call__(scope, receive, send)
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        try:
+            response = await super().run(request, context, root_value)
+        finally:
+            if isinstance(request, WebSocket):
+                for task in getattr(request.state, "watchers", ()):
+                    task.cancel()
+                if (context := getattr(request.state, "context", None)) is not None:
+                    await context.close()  # whatever the connection's operations left open
+        outcome = getattr(request.state, "graphql_result", None) if isinstance(request, Request) else None
+        if outcome is not None and isinstance(response, Response) and _wants_graphql_response(request):
+            # GraphQL over HTTP: application/graphql-response+json, with 400 for a request that could not run.
+            response.headers["content-type"] = f"{GRAPHQL_RESPONSE}; charset=utf-8"
+            if outcome == "request error":
+                response.status_code = 400
+        return response
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket | None = None) -> Context:
         ctx = Context(
             services=self._services(), request=request, response=response if isinstance(response, Response) else None
         )
+        if isinstance(request, WebSocket):
+            request.state.context = ctx
         if isinstance(request, Request):
+            ctx.client_ip = request.client.host if request.client else None
             header = request.headers.get("authorization")
+            ctx.bearer = _bearer(header)
             if header:
                 try:
                     ctx.principal = await _authenticate(ctx, header)
@@ -70,7 +113,37 @@ class ParvisGraphQL(GraphQL[Context, None]):
             context.principal = await _authenticate(context, value)
         except ApiError:
             raise ConnectionRejectionError() from None
+        context.bearer = _bearer(value)
+        websocket = context.request
+        if isinstance(websocket, WebSocket):
+            watchers = [asyncio.get_running_loop().create_task(self._watch_credentials(context, websocket, value))]
+            if context.principal.expires_at is not None:
+                watchers.append(close_at_expiry(websocket, context.principal.expires_at))
+            websocket.state.watchers = watchers
         return None
+
+    async def _watch_credentials(self, context: Context, websocket: WebSocket, value: str) -> None:
+        """Check an open socket's credentials again every `ws_recheck` seconds, as each HTTP request is checked:
+        a revoked token or API key, or a lost role, closes it with 4403 (its subscriptions were allowed under
+        them). A database that cannot answer for a moment closes nothing."""
+        granted = set(context.principal.grants) if context.principal else set()
+        while True:
+            await asyncio.sleep(context.services.config.ws_recheck)
+            try:
+                principal = await _authenticate(context, value)
+            except ApiError as exc:
+                reason = "credentials revoked" if exc.code == "UNAUTHENTICATED" else exc.message
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                continue
+            else:
+                if granted <= set(principal.grants):
+                    context.principal = principal
+                    continue
+                reason = "roles changed"
+            if websocket.application_state == WebSocketState.CONNECTED:
+                with contextlib.suppress(RuntimeError):  # closed meanwhile by the other side
+                    await websocket.close(code=TOKEN_EXPIRED_CLOSE, reason=reason)
+            return
 
     async def process_result(self, request: Request, result: Any) -> Any:
         """Every error carries a code: the document or its variables are bad input, or the limits refused it."""
@@ -78,6 +151,12 @@ class ParvisGraphQL(GraphQL[Context, None]):
         for error in response.get("errors") or []:
             extensions = error.setdefault("extensions", {})
             extensions.setdefault("code", _code_of(str(error.get("message", ""))))
+        # A request error (the document does not parse or validate, the variables do not coerce, a limit refused
+        # it) has no data and no error with a path: it never ran.
+        failed = result.data is None and bool(result.errors) and all(e.path is None for e in result.errors)
+        request.state.graphql_result = "request error" if failed else "executed"
+        if failed and _wants_graphql_response(request):
+            response.pop("data", None)
         return response
 
     async def execute_operation(
@@ -104,6 +183,40 @@ _LIMITS = ("exceeds maximum operation depth", "aliases found. Allowed", "Documen
 
 def _code_of(message: str) -> str:
     return "QUERY_TOO_COMPLEX" if any(limit in message for limit in _LIMITS) else "BAD_USER_INPUT"
+
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+
+
+def _wants_graphql_response(request: Request) -> bool:
+    """Whether the client prefers application/graphql-response+json to application/json (Accept order)."""
+    for part in request.headers.get("accept", "").split(","):
+        media = part.split(";")[0].strip().lower()
+        if media == GRAPHQL_RESPONSE:
+            return True
+        if media in ("application/json", "application/*", "*/*"):
+            return False
+    return False
+
+
+def _bearer(header: str | None) -> str | None:
+    scheme, _, value = (header or "").partition(" ")
+    return (value.strip() or None) if scheme.lower() == "bearer" else None
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, refused: Refused) -> None:
+    """429 with Retry-After and a GraphQL error RATE_LIMITED; a WebSocket handshake gets the same answer."""
+    error = refused.error()
+    body = {"errors": [{"message": error.message, "extensions": error.extensions}]}
+    response = JSONResponse(body, status_code=429, headers={"retry-after": str(refused.retry_after)})
+    if scope["type"] == "http":
+        await response(scope, receive, send)
+        return
+    websocket = WebSocket(scope, receive, send)
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await websocket.send_denial_response(response)
+    else:
+        await websocket.close(code=1008, reason="rate limited")
 
 
 async def _authenticate(ctx: Context, header: str) -> Any:
@@ -166,6 +279,7 @@ def create_app(
     redis_url: str | None = None,
     checkpoint_namespace: str = "parvis",
     checkpoint_public_key: bytes = b"",
+    read_database_url: str | None = None,
 ) -> Starlette:
     """Build the API; connections are opened in the lifespan, never at import time."""
     holder: dict[str, Services] = {}
@@ -183,6 +297,13 @@ def create_app(
         client = (
             redis.asyncio.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=2) if redis_url else None
         )
+        # Queries may go to a read replica; each user's last write position (in Redis) keeps read-your-writes.
+        replica = None
+        if read_database_url:
+            replica_pool = await asyncpg.create_pool(
+                read_database_url, min_size=0, max_size=pool_size, server_settings={"role": "parvis_app"}
+            )
+            replica = Replica(replica_pool, read_models)
         holder["services"] = Services(
             domain=domain,
             pool=pool,
@@ -192,6 +313,9 @@ def create_app(
             config=config,
             executor=executor,
             checkpoints=None if client is None else Checkpoints(client, checkpoint_namespace, checkpoint_public_key),
+            throttle=Throttle(redis_url, config.rate_limits, checkpoint_namespace) if redis_url else None,
+            replica=replica,
+            positions=WritePositions(client, checkpoint_namespace) if replica and client else None,
         )
         try:
             yield
@@ -200,6 +324,8 @@ def create_app(
             if client is not None:
                 await client.aclose()
             await pool.close()
+            if replica is not None:
+                await replica.pool.close()
             executor.shutdown(wait=True)
             domain.close()
 
@@ -229,6 +355,13 @@ def create_app(
             return JSONResponse({"error": "not ready"}, status_code=503)
         return await receive(request, holder["services"], hook_key)
 
+    async def report_file(request: Request) -> Response:
+        from api.reports.download import download
+
+        if "services" not in holder:
+            return JSONResponse({"error": "not ready"}, status_code=503)
+        return await download(await graphql.get_context(request), request)
+
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
@@ -236,14 +369,17 @@ def create_app(
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/hooks/channels/{channel_id}", hook, methods=["POST"]),
+        Route("/reports/{report_id}/{format}", report_file, methods=["GET"]),
     ]
     middleware = [
+        Middleware(RequestTimeout, seconds=config.request_timeout),
+        Middleware(DatabaseUnavailable),
         Middleware(BodyLimit, limit=config.max_body_bytes),
         Middleware(
             CORSMiddleware,
             allow_origins=list(config.allowed_origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type"],
+            allow_headers=["authorization", "content-type", POSITION_HEADER],
         ),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import time
 import uuid
@@ -41,6 +42,8 @@ class Principal:
     display_name: str
     grants: list[Grant] = field(default_factory=list)
     via: str = "token"
+    # When the access token expires (seconds since the epoch); None for API keys and passwords.
+    expires_at: float | None = None
 
     @property
     def agency_wide(self) -> list[Grant]:
@@ -67,7 +70,10 @@ class Principal:
 
 
 class Tokens:
-    """Issues and verifies short-lived access tokens."""
+    """Issues and verifies short-lived access tokens.
+
+    Only HS256 with the server's key is accepted: `alg: none`, other algorithms (RS256, HS512, ...) and tokens
+    signed with any other key are refused by the allow-list given to `jwt.decode`."""
 
     ALGORITHM = "HS256"
 
@@ -76,8 +82,10 @@ class Tokens:
         self.ttl = ttl_seconds
 
     def issue(self, user_id: str, agency_id: str) -> tuple[str, datetime]:
-        now = int(time.time())
-        exp = now + self.ttl
+        # `iat` keeps milliseconds (rounded down, never in the future), so that a revocation in the same second
+        # as an issue is ordered right.
+        now = math.floor(time.time() * 1000) / 1000
+        exp = int(now) + self.ttl
         claims = {"sub": user_id, "agy": agency_id, "iat": now, "exp": exp, "jti": uuid.uuid4().hex, "typ": "access"}
         return jwt.encode(claims, self._key, algorithm=self.ALGORITHM), datetime.fromtimestamp(exp, UTC)
 
@@ -138,9 +146,11 @@ async def principal_from_token(conn: asyncpg.Connection, tokens: Tokens, token: 
     row = await conn.fetchrow(_PRINCIPAL_SQL.format(where="p.user_id = $1"), claims["sub"])
     if row is None:
         raise Unauthenticated("the access token is not valid")
-    if claims["iat"] < int(row["tokens_valid_after"].timestamp()):
+    if claims["iat"] < row["tokens_valid_after"].timestamp():
         raise Unauthenticated("the access token was revoked")
-    return _principal(row, "token")
+    principal = _principal(row, "token")
+    principal.expires_at = float(claims["exp"])
+    return principal
 
 
 async def _from_api_key(conn: asyncpg.Connection, value: str) -> Principal:

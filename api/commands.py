@@ -6,14 +6,14 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from api.access import UserError
 from api.context import Context
 from api.errors import Forbidden
 from domain.app import Outcome
-from domain.context import Actor, acting_as
+from domain.context import Actor, Receipt, acting_as, answering, receipt_json
 from domain.errors import Conflict, DomainError
 
 log = logging.getLogger("parvis.api.commands")
@@ -64,14 +64,23 @@ async def execute(
     principal = ctx.require_principal()
     digest = input_hash(operation, input_data)
     if idempotency_key is not None:
+        # The idempotency record takes a connection of the pool that the request's read session (opened by the
+        # access checks) holds one of: give that one back first, or as many keyed mutations at once as the pool has
+        # connections would each hold one and wait for another until the request time limit. Reads after the
+        # command open a new session.
+        await ctx.close_session()
         replay = await _reserve(ctx, principal.user_id, idempotency_key, operation, digest)
         if replay is not None:
+            await ctx.wrote(replay.position)
             return replay
     result: CommandResult[T]
     attempts = 2 if retry_on_conflict else 1
+    # The command's events and its result under the key are stored in one transaction (parvis.store).
+    receipt = Receipt(principal.user_id, idempotency_key) if idempotency_key is not None else None
     for attempt in range(attempts):
         try:
-            with acting_as(actor):
+            with acting_as(replace(actor, traceparent=ctx.traceparent) if ctx.traceparent else actor), \
+                    answering(receipt):
                 outcome = await services.call(command)
             result = CommandResult(outcome.value, position=outcome.position)
             break
@@ -89,6 +98,7 @@ async def execute(
             break
     if idempotency_key is not None:
         await _complete(ctx, principal.user_id, idempotency_key, result)
+    await ctx.wrote(result.position)
     result.consistent = await services.live.wait_for(result.position, services.config.consistency_timeout)
     return result
 
@@ -98,11 +108,14 @@ async def _reserve(ctx: Context, principal: str, key: str, operation: str, diges
     async with ctx.services.pool.acquire() as conn:
         if await conn.fetchval(_RESERVE, principal, key, operation, digest) is not None:
             return None
+        # An attempt is answered 503 at the request time limit (RequestTimeout): a reservation older than that has
+        # no attempt left to record its result (its process died, or the limit cut it). 0 (no limit): a minute.
         row = await conn.fetchrow(
-            "SELECT operation, input_hash, result, position, now() - created_at > interval '60 seconds' AS stale "
+            "SELECT operation, input_hash, result, position, now() - created_at > make_interval(secs => $3) AS stale "
             "FROM parvis.idempotency WHERE principal = $1 AND key = $2",
             principal,
             key,
+            ctx.services.config.request_timeout or 60.0,
         )
     assert row is not None
     if row["operation"] != operation or row["input_hash"] != digest:
@@ -145,15 +158,12 @@ async def _release(ctx: Context, principal: str, key: str) -> None:
 
 
 async def _complete(ctx: Context, principal: str, key: str, result: CommandResult[Any]) -> None:
-    data = {
-        "value": result.value,
-        "errors": [{"code": e.code, "field": e.field, "message": e.message} for e in result.errors],
-    }
+    errors = [{"code": e.code, "field": e.field, "message": e.message} for e in result.errors]
     async with ctx.services.pool.acquire() as conn:
         await conn.execute(
             "UPDATE parvis.idempotency SET result = $3::jsonb, position = $4 WHERE principal = $1 AND key = $2",
             principal,
             key,
-            json.dumps(data),
+            receipt_json(result.value, errors),
             result.position,
         )

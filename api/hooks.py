@@ -12,15 +12,16 @@ import hashlib
 import hmac
 import json
 import time
-from datetime import datetime
 from typing import Any
 
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api import ids
 from api.context import Services
-from api.errors import ApiError
+from api.errors import ApiError, BadInput
+from api.inputs import parse_datetime, storable
 from domain.context import Actor, acting_as
 from domain.errors import DomainError
 from domain.inbox import Incoming
@@ -73,12 +74,20 @@ async def receive(request: Request, services: Services, hook_key: bytes) -> Resp
 
 def _incoming(channel: str, index: int, raw: dict[str, Any]) -> Incoming:
     reply_to = raw.get("inReplyToPostId")
+    texts = {name: str(raw[name]) for name in ("kind", "externalId", "author", "text")}
+    for name, value in texts.items():
+        if not storable(value):  # it would stop the read models that project it
+            raise BadInput(f"items.{index}.{name} must not contain the NUL character or unpaired surrogates")
+    try:
+        received_at = parse_datetime(str(raw["receivedAt"]))
+    except GraphQLError as exc:
+        raise BadInput(f"items.{index}.receivedAt: {exc.message}") from None
     return Incoming(
         channel_id=channel,
-        kind=str(raw["kind"]),
-        external_id=str(raw["externalId"]),
-        author=str(raw["author"]),
-        text=str(raw["text"]),
-        received_at=datetime.fromisoformat(str(raw["receivedAt"])),
+        kind=texts["kind"],
+        external_id=texts["externalId"],
+        author=texts["author"],
+        text=texts["text"],
+        received_at=received_at,
         in_reply_to=ids.raw(reply_to, "Post", f"items.{index}.inReplyToPostId") if reply_to else None,
     )

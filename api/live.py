@@ -62,8 +62,11 @@ class Live:
                     await self._refresh()
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
                 log.warning("live listener: %s; reconnecting", exc)
+            except Exception:
+                # The listener must outlive anything: without it every mutation waits out its read-your-writes bound.
+                log.exception("live listener failed; reconnecting")
             await asyncio.sleep(0.5)
 
     async def _refresh(self) -> None:

@@ -23,12 +23,13 @@ from domain import values
 from domain.agency import Agency
 from domain.base import ParvisAggregate, new_key, scope_of
 from domain.channel import CONNECTOR_OF, Channel, ChannelHealth, Platform
-from domain.context import event_time
+from domain.context import Receipt, current_receipt, event_time
 from domain.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from domain.inbox import ModerationCommands, PersonalData
 from domain.metrics import MetricsCommands
 from domain.people import AccessDenial, ApiKey, Membership, User
 from domain.publishing import PublishingCommands
+from domain.reports import ReportCommands
 from domain.roles import Role
 from domain.tenant import ApprovalPolicy, Tenant, TenantKind, TenantStatus
 
@@ -44,6 +45,9 @@ class Secrets(Protocol):
 
     def hash_password(self, password: str) -> str:
         """Hash a password (argon2id) and seal the hash."""
+
+    def reseal(self, sealed: str) -> str | None:
+        """The same secret sealed under the current key; None when it already is."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ def make_mapper() -> Mapper[str]:
     return Mapper(transcoder=make_transcoder())
 
 
-class Parvis(MetricsCommands, ModerationCommands, PublishingCommands, Application[str]):
+class Parvis(ReportCommands, MetricsCommands, ModerationCommands, PublishingCommands, Application[str]):
     """All aggregates of all tenants, in one store with one notification sequence."""
 
     name = "Parvis"
@@ -121,13 +125,23 @@ class Parvis(MetricsCommands, ModerationCommands, PublishingCommands, Applicatio
     def exists(self, aggregate_id: str) -> bool:
         return bool(self.recorder.select_events(aggregate_id, limit=1))
 
-    def commit(self, *aggregates: ParvisAggregate | None) -> int | None:
-        """Save aggregates atomically; a concurrent change on any of them is a CONFLICT."""
+    def commit(self, *aggregates: ParvisAggregate | None, receipt: tuple[Receipt, Any] | None = None) -> int | None:
+        """Save aggregates atomically; a concurrent change on any of them is a CONFLICT. A receipt (idempotency
+        key, result) is recorded by the event store in the same transaction."""
         try:
-            recordings = self.save(*aggregates)
+            recordings = self.save(*aggregates, receipt=receipt) if receipt else self.save(*aggregates)
         except IntegrityError:
             raise Conflict("another change to the same object was saved first; retry", None) from None
         return max((r.notification.id for r in recordings), default=None)
+
+    def done(self, value: T, *aggregates: ParvisAggregate | None) -> Outcome[T]:
+        """A command's end: save its aggregates and answer its value. Under an idempotency key (domain.context.
+        answering) the value is stored with the events, so a retry after a cut answers it instead of running again."""
+        changed = [a for a in aggregates if a is not None]
+        if not changed:
+            return Outcome(value, None)
+        receipt = current_receipt()
+        return Outcome(value, self.commit(*changed, receipt=(receipt, value) if receipt else None))
 
     # ------------------------------------------------------------------ agencies and tenants
     def register_agency(
@@ -150,7 +164,7 @@ class Parvis(MetricsCommands, ModerationCommands, PublishingCommands, Applicatio
             password=self.secrets.hash_password(admin_password),
         )
         membership = Membership(user_id=user.id, role=Role.AGENCY_ADMIN.value, tenant_key=None, agency_key=agency_key)
-        return Outcome((agency_key, user.id), self.commit(agency, user, membership))
+        return self.done((agency_key, user.id), agency, user, membership)
 
     def create_tenant(
         self, agency_key: str, name: str, kind: str, timezone: str, locale: str = "fr-FR"
@@ -164,7 +178,7 @@ class Parvis(MetricsCommands, ModerationCommands, PublishingCommands, Applicatio
             timezone=values.timezone(timezone),
             locale=values.locale(locale),
         )
-        return Outcome(tenant_key, self.commit(tenant))
+        return self.done(tenant_key, tenant)
 
     def tenant(self, tenant_key: str, field: str = "tenantId") -> Tenant:
         return self.load(Tenant.create_id(tenant_key), Tenant, field)
@@ -181,14 +195,14 @@ class Parvis(MetricsCommands, ModerationCommands, PublishingCommands, Applicatio
             tenant.change_timezone(timezone)
         if status is not None:
             tenant.change_status(values.choice(status, TenantStatus, "status"))
-        return Outcome(tenant_key, self.commit(tenant))
+        return self.done(tenant_key, tenant)
 
     def set_approval_policy(
         self, tenant_key: str, internal_approvals: int, client_approval: bool, expires_after_hours: int | None
     ) -> Outcome[str]:
         tenant = self.tenant(tenant_key)
         tenant.set_approval_policy(ApprovalPolicy(internal_approvals, client_approval, expires_after_hours))
-        return Outcome(tenant_key, self.commit(tenant))
+        return self.done(tenant_key, tenant)
 
     # ------------------------------------------------------------------ channels
     def connect_channel(
@@ -212,7 +226,7 @@ class Parvis(MetricsCommands, ModerationCommands, PublishingCommands, Applicatio
             connector=CONNECTOR_OF.get(plat, "sandbox"),
             credentials=sealed,
         )
-        return Outcome(channel.id, self.commit(channel))
+        return self.done(channel.id, channel)
 
     def record_channel_health(
         self, channel_id: str, health: str, detail: str | None, check_id: str | None = None
@@ -220,7 +234,7 @@ class Parvis(MetricsCommands, ModerationCommands, PublishingCommands, Applicatio
         """Record a credentials check; False when that check was already recorded (a redelivered job)."""
         channel = self.load(channel_id, Channel, "channelId")
         recorded = channel.record_health(ChannelHealth(health), detail, check_id)
-        return Outcome(recorded, self.commit(channel) if recorded else None)
+        return self.done(recorded, channel if recorded else None)
 
     def channel(self, channel_id: str) -> Channel:
         return self.load(channel_id, Channel, "channelId")
@@ -228,7 +242,16 @@ class Parvis(MetricsCommands, ModerationCommands, PublishingCommands, Applicatio
     def disconnect_channel(self, channel_id: str) -> Outcome[str]:
         channel = self.load(channel_id, Channel, "channelId")
         channel.disconnect()
-        return Outcome(channel_id, self.commit(channel))
+        return self.done(channel_id, channel)
+
+    def reseal_channel_credentials(self, channel_id: str) -> Outcome[bool]:
+        """Seal a channel's credentials again under the current key (key rotation); False if nothing to do."""
+        channel = self.load(channel_id, Channel, "channelId")
+        sealed = self.secrets.reseal(channel.credentials) if channel.credentials else None
+        if sealed is None:
+            return Outcome(False, None)
+        channel.reseal_credentials(sealed)
+        return self.done(True, channel)
 
     # ------------------------------------------------------------------ people
     def grant_membership(
@@ -266,41 +289,50 @@ class Parvis(MetricsCommands, ModerationCommands, PublishingCommands, Applicatio
             membership.regrant()
         else:
             membership = Membership(user_id=user_id, role=role_.value, tenant_key=tenant_key, agency_key=agency_key)
-        return Outcome((user_id, membership.id), self.commit(user, membership))
+        return self.done((user_id, membership.id), user, membership)
 
     def revoke_membership(self, user_id: str, role: str, scope: str) -> Outcome[str]:
         role_ = values.choice(role, Role, "role")
         membership = self.load(Membership.id_for(scope, user_id, role_.value), Membership, "userId")
         membership.revoke()
-        return Outcome(membership.id, self.commit(membership))
+        return self.done(membership.id, membership)
 
     def change_password(self, user_id: str, password: str) -> Outcome[str]:
         check_password(password, "password")
         user = self.load(user_id, User, "userId")
         user.change_password(self.secrets.hash_password(password))
         user.revoke_tokens()
-        return Outcome(user_id, self.commit(user))
+        return self.done(user_id, user)
+
+    def reseal_password(self, user_id: str) -> Outcome[bool]:
+        """Seal a user's password hash again under the current key (key rotation); False if nothing to do."""
+        user = self.load(user_id, User, "userId")
+        sealed = self.secrets.reseal(user.password) if user.password else None
+        if sealed is None:
+            return Outcome(False, None)
+        user.reseal_password(sealed)
+        return self.done(True, user)
 
     def revoke_tokens(self, user_id: str) -> Outcome[str]:
         user = self.load(user_id, User, "userId")
         user.revoke_tokens()
-        return Outcome(user_id, self.commit(user))
+        return self.done(user_id, user)
 
     def issue_api_key(self, user_id: str, key_id: str, name: str, digest: str) -> Outcome[str]:
         user = self.load(user_id, User, "userId")
         key = ApiKey(key_id=key_id, user_id=user.id, name=values.required_text(name, "name"), digest=digest)
-        return Outcome(key.id, self.commit(key))
+        return self.done(key.id, key)
 
     def revoke_api_key(self, agency_key: str, key_id: str) -> Outcome[str]:
         key = self.load(ApiKey.create_id(agency_key, key_id), ApiKey, "keyId")
         key.revoke()
-        return Outcome(key.id, self.commit(key))
+        return self.done(key.id, key)
 
     def record_access_denied(
         self, scope: str, operation: str, user_id: str | None, role: str | None, required: str
     ) -> Outcome[str]:
         denial = AccessDenial(scope=scope, operation=operation, user_id=user_id, role=role, required=required)
-        return Outcome(denial.id, self.commit(denial))
+        return self.done(denial.id, denial)
 
 
 def check_password(password: str, field: str) -> None:

@@ -94,6 +94,16 @@ class Channel(ParvisAggregate):
         self.health = ChannelHealth.UNKNOWN.value
         self.credentials_version = credentials_version
 
+    class CredentialsResealed(ParvisAggregate.Event):
+        """The same credentials, sealed again under a new master secret (a key rotation): nothing to check."""
+
+        credentials: str
+        SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"credentials"})
+
+    @event(CredentialsResealed)
+    def reseal_credentials(self, credentials: str) -> None:
+        self.credentials = credentials
+
     def record_health(self, health: ChannelHealth, detail: str | None, check_id: str | None = None) -> bool:
         """Record the result of a credentials check; a check already recorded is not recorded twice."""
         if check_id is not None and check_id in self.checks_done:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextvars
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,8 @@ class Actor:
     correlation_id: str | None = None
     causation_id: str | None = None
     reason: str | None = None
+    # W3C trace context of the request that caused the command: the projector and the workers continue its trace.
+    traceparent: str | None = None
 
 
 SYSTEM = Actor()
@@ -32,10 +35,14 @@ def current_actor() -> Actor:
     return _actor.get()
 
 
+_ACTOR_FIELDS = tuple(f.name for f in fields(Actor))
+
+
 def event_meta() -> dict[str, Any]:
     """Metadata stamped on a new event, read from the ambient actor."""
     actor = _actor.get()
-    meta = {k: v for k, v in asdict(actor).items() if v is not None}
+    # The fields are strings: read them as they are (dataclasses.asdict deep-copies, a sixth of a batch's save).
+    meta = {k: v for k in _ACTOR_FIELDS if (v := getattr(actor, k)) is not None}
     meta["actor"] = meta.pop("id")
     if "correlation_id" not in meta:
         meta["correlation_id"] = str(uuid.uuid4())
@@ -92,3 +99,34 @@ def clock(fn: Callable[[], datetime]) -> Iterator[None]:
         yield
     finally:
         _clock.reset(token)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The idempotency key a command answers under: its result is stored in the transaction of its events, so that
+    a retry after a cut finds the first result rather than running the command again."""
+
+    principal: str
+    key: str
+
+
+_receipt: contextvars.ContextVar[Receipt | None] = contextvars.ContextVar("parvis_receipt", default=None)
+
+
+def current_receipt() -> Receipt | None:
+    return _receipt.get()
+
+
+@contextmanager
+def answering(receipt: Receipt | None) -> Iterator[None]:
+    """Run a block whose saves record their command's result under an idempotency key (None: no key)."""
+    token = _receipt.set(receipt)
+    try:
+        yield
+    finally:
+        _receipt.reset(token)
+
+
+def receipt_json(value: Any, errors: list[dict[str, Any]] | None = None) -> str:
+    """How a command's result is stored under its idempotency key (read back by the API on a retry)."""
+    return json.dumps({"value": value, "errors": errors or []})

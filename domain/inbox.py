@@ -56,6 +56,7 @@ class ModerationCommands:
 
     load: Callable[..., Any]
     commit: Callable[..., int | None]
+    done: Callable[..., Outcome[Any]]
     exists: Callable[[str], bool]
     tenant: Callable[..., Tenant]
     now: Callable[[], datetime]
@@ -84,7 +85,7 @@ class ModerationCommands:
                 self.check_channel(tenant_key, channel_id, f"rules.{i}.channels.{j}")
         policy = self.moderation_policy(tenant_key) or ModerationPolicy(tenant_key=tenant_key)
         number = policy.set(terms)
-        return self._outcome(number, self.commit(policy))
+        return self.done(number, policy)
 
     def _versions(self, tenant_key: str) -> tuple[int, PolicyTerms, int | None]:
         number, terms = self.terms_in_force(tenant_key)
@@ -175,7 +176,7 @@ class ModerationCommands:
         if kind_of(assignee_id) != "user" or not self.exists(assignee_id):
             raise NotFound("assigneeId does not name a user", "assigneeId")
         interaction.assign(assignee_id)
-        return self._outcome(interaction_id, self.commit(interaction))
+        return self.done(interaction_id, interaction)
 
     def decide_interaction(self, interaction_id: str, user_id: str, decision: str, rationale: str | None,
                            reply_text: str | None, escalate_to: str | None) -> Outcome[str]:
@@ -186,7 +187,7 @@ class ModerationCommands:
         if rationale is not None and len(rationale) > 4000:
             raise InvalidInput("rationale must be at most 4000 characters", "rationale")
         interaction.decide(verdict, user_id, rationale, reply_text, escalate_to, number, strategy_version)
-        return self._outcome(interaction_id, self.commit(interaction))
+        return self.done(interaction_id, interaction)
 
     def overturn_decision(self, interaction_id: str, user_id: str, decision: str, rationale: str,
                           reply_text: str | None = None, escalate_to: str | None = None) -> Outcome[str]:
@@ -195,14 +196,14 @@ class ModerationCommands:
         verdict = _decision(decision)
         _check_contact(terms, verdict, escalate_to)
         interaction.overturn(verdict, user_id, rationale, reply_text, escalate_to, number, strategy_version)
-        return self._outcome(interaction_id, self.commit(interaction))
+        return self.done(interaction_id, interaction)
 
     def correct_sentiment(self, interaction_id: str, sentiment: str) -> Outcome[str]:
         if sentiment not in Sentiment.__members__:
             raise InvalidInput("sentiment must be NEGATIVE, NEUTRAL or POSITIVE", "sentiment")
         interaction = self.interaction(interaction_id)
         interaction.correct_sentiment(sentiment)
-        return self._outcome(interaction_id, self.commit(interaction))
+        return self.done(interaction_id, interaction)
 
     # ------------------------------------------------------------------ workers
     def record_analysis(self, interaction_id: str, language: str | None, sentiment: str,
@@ -216,7 +217,7 @@ class ModerationCommands:
         if text is not None:
             number, terms, strategy_version = self._versions(interaction.tenant_key)
             interaction.apply_rules(terms, text, number, strategy_version)
-        return self._outcome(True, self.commit(interaction))
+        return self.done(True, interaction)
 
     def interaction_at(self, interaction_id: str, version: int) -> Interaction:
         """An interaction as it was after its event number `version`."""
@@ -226,17 +227,17 @@ class ModerationCommands:
                      failure: str | None) -> Outcome[bool]:
         interaction = self.interaction(interaction_id)
         recorded = interaction.record_reply(decision_version, external_id, url, failure)
-        return self._outcome(recorded, self.commit(interaction) if recorded else None)
+        return self.done(recorded, interaction if recorded else None)
 
     def record_breach(self, interaction_id: str) -> Outcome[bool]:
         interaction = self.interaction(interaction_id)
         breached = interaction.record_breach(self.now())
-        return self._outcome(breached, self.commit(interaction) if breached else None)
+        return self.done(breached, interaction if breached else None)
 
     def suggest_crisis(self, tenant_key: str, reason: str, figures: dict[str, Any], window_key: str) -> Outcome[bool]:
         tenant = self.tenant(tenant_key)
         suggested = tenant.suggest_crisis(reason, figures, window_key)
-        return self._outcome(suggested, self.commit(tenant) if suggested else None)
+        return self.done(suggested, tenant if suggested else None)
 
     def erase_author(self, tenant_key: str, handle: str, interaction_ids: Iterable[str]) -> Outcome[int]:
         """Erase a commenter: mark each of their interactions, then destroy their key."""
@@ -252,9 +253,9 @@ class ModerationCommands:
                 raise NotFound("no interaction of this author in this tenant", "author")
             if interaction.erase():
                 erased.append(interaction)
-        position = self.commit(*erased) if erased else None
+        outcome: Outcome[int] = self.done(len(erased), *erased)
         self.personal.erase(tenant_key, ref)
-        return self._outcome(len(erased), position)
+        return outcome
 
 
 def _decision(value: str) -> Decision:

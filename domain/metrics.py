@@ -54,6 +54,7 @@ class MetricsCommands:
     """Mixed into the application service (domain.app.Parvis)."""
 
     commit: Callable[..., int | None]
+    done: Callable[..., Outcome[Any]]
     exists: Callable[[str], bool]
     tenant: Callable[..., Any]
     now: Callable[[], datetime]
@@ -61,7 +62,6 @@ class MetricsCommands:
 
     def record_metrics(self, tenant_key: str, observations: list[Observation]) -> Outcome[int]:
         """All observations of the call, or none: the first bad one is refused, naming it."""
-        from domain.app import Outcome
 
         self.tenant(tenant_key).check_not_offboarded()
         if not observations:
@@ -94,4 +94,4 @@ class MetricsCommands:
             rows.append({"channel_id": o.channel_id, "post_id": o.post_id, "metric": o.metric,
                          "value": float(o.value), "at": o.at.isoformat(), "source": o.source})
         batch = MetricBatch(tenant_key=tenant_key, observations=rows)
-        return Outcome(len(rows), self.commit(batch))
+        return self.done(len(rows), batch)

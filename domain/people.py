@@ -41,6 +41,16 @@ class User(ParvisAggregate):
     def change_password(self, password: str) -> None:
         self.password = password
 
+    class PasswordResealed(ParvisAggregate.Event):
+        """The same password hash, sealed again under a new master secret (a key rotation)."""
+
+        password: str
+        SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"password"})
+
+    @event(PasswordResealed)
+    def reseal_password(self, password: str) -> None:
+        self.password = password
+
     @event("Renamed")
     def rename(self, display_name: str) -> None:
         self.display_name = display_name

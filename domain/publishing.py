@@ -33,6 +33,7 @@ class PublishingCommands:
 
     load: Callable[..., Any]
     commit: Callable[..., int | None]
+    done: Callable[..., Outcome[Any]]
     exists: Callable[[str], bool]
     tenant: Callable[..., Tenant]
     now: Callable[[], datetime]
@@ -71,7 +72,7 @@ class PublishingCommands:
             self.check_channel(tenant_key, channel_id, f"editorialLine.postsPerWeek.{i}.channelId")
         strategy = self.strategy(tenant_key) or Strategy(tenant_key=tenant_key)
         number = strategy.revise(reason, positioning, objectives, personas, editorial_line)
-        return self._outcome(number, self.commit(strategy))
+        return self.done(number, strategy)
 
     def create_campaign(
         self, tenant_key: str, name: str, hashtag: str | None, starts_at: datetime | None,
@@ -85,7 +86,7 @@ class PublishingCommands:
                 raise InvalidInput("no objective of the strategy in force has this id", f"objectiveIds.{i}")
         campaign = Campaign(tenant_key=tenant_key, name=name, hashtag=hashtag, starts_at=starts_at,
                             ends_at=ends_at, objective_ids=list(objective_ids), budget=budget)
-        return self._outcome(campaign.id, self.commit(campaign))
+        return self.done(campaign.id, campaign)
 
     # ------------------------------------------------------------------ posts
     def post(self, post_id: str) -> Post:
@@ -115,19 +116,19 @@ class PublishingCommands:
             raise InvalidInput("temperature must be HOT or COLD", "temperature")
         post = Post(tenant_key=tenant_key, author_id=author_id, variants=checked, campaign_id=campaign_id,
                     objective_id=objective_id, persona_id=persona_id, temperature=temperature)
-        return self._outcome(post.id, self.commit(post))
+        return self.done(post.id, post)
 
     def edit_post(self, post_id: str, variants: list[Variant], expected_version: int | None) -> Outcome[str]:
         post = self.post(post_id)
         post.edit(self._checked_variants(post.tenant_key, variants), expected_version)
-        return self._outcome(post_id, self.commit(post))
+        return self.done(post_id, post)
 
     def submit_post(self, post_id: str) -> Outcome[str]:
         post = self.post(post_id)
         tenant = self.tenant(post.tenant_key)
         tenant.check_not_offboarded()
         post.submit(tenant.approval_policy, tenant.approval_policy_version)
-        return self._outcome(post_id, self.commit(post))
+        return self.done(post_id, post)
 
     def review_post(self, post_id: str, user_id: str, verdict: str, comment: str | None,
                     steps: set[str]) -> Outcome[str]:
@@ -142,7 +143,7 @@ class PublishingCommands:
         if comment is not None and len(comment) > 4000:
             raise InvalidInput("comment must be at most 4000 characters", "comment")
         getattr(post, verdict)(user_id, comment)
-        return self._outcome(post_id, self.commit(post))
+        return self.done(post_id, post)
 
     def schedule_post(self, post_id: str, at: datetime) -> Outcome[str]:
         post = self.post(post_id)
@@ -151,17 +152,17 @@ class PublishingCommands:
         post.schedule(resolve(at, tenant.timezone), self.now())  # a wall-clock time is the tenant's
         if tenant.crisis is not None:
             post.hold(tenant.crisis["reason"])  # a COLD post scheduled during a crisis waits at once
-        return self._outcome(post_id, self.commit(post))
+        return self.done(post_id, post)
 
     def cancel_post(self, post_id: str) -> Outcome[str]:
         post = self.post(post_id)
         post.cancel()
-        return self._outcome(post_id, self.commit(post))
+        return self.done(post_id, post)
 
     def expire_approval(self, post_id: str, submission: int) -> Outcome[bool]:
         post = self.post(post_id)
         expired = post.expire_approval(submission)
-        return self._outcome(expired, self.commit(post) if expired else None)
+        return self.done(expired, post if expired else None)
 
     # ------------------------------------------------------------------ crisis
     def activate_crisis(self, tenant_key: str, reason: str, scheduled_post_ids: Iterable[str]) -> Outcome[int]:
@@ -169,14 +170,14 @@ class PublishingCommands:
         tenant = self.tenant(tenant_key)
         tenant.activate_crisis(reason)
         held = [p for p in self._posts_of(tenant_key, scheduled_post_ids) if p.hold(reason)]
-        return self._outcome(len(held), self.commit(tenant, *held))
+        return self.done(len(held), tenant, *held)
 
     def deactivate_crisis(self, tenant_key: str, held_post_ids: Iterable[str]) -> Outcome[int]:
         tenant = self.tenant(tenant_key)
         tenant.deactivate_crisis()
         now = self.now()
         released = [p for p in self._posts_of(tenant_key, held_post_ids) if p.release(now)]
-        return self._outcome(len(released), self.commit(tenant, *released))
+        return self.done(len(released), tenant, *released)
 
     def _posts_of(self, tenant_key: str, post_ids: Iterable[str]) -> list[Post]:
         posts = []
@@ -194,20 +195,20 @@ class PublishingCommands:
             return self._outcome(post.status, None)  # a redelivered job continues where it stopped
         tenant = self.tenant(post.tenant_key)
         if tenant.crisis is not None and post.hold(tenant.crisis["reason"]):
-            return self._outcome(post.status, self.commit(post))
+            return self.done(post.status, post)
         post.start_publishing()
-        return self._outcome(post.status, self.commit(post))
+        return self.done(post.status, post)
 
     def record_variant_published(self, post_id: str, channel_id: str, external_id: str, url: str | None,
                                  at: datetime) -> Outcome[str]:
         post = self.post(post_id)
         post.record_published(channel_id, external_id, url, at)
-        return self._outcome(post.status, self.commit(post))
+        return self.done(post.status, post)
 
     def record_publish_failure(self, post_id: str, channel_id: str, kind: str, message: str) -> Outcome[str]:
         post = self.post(post_id)
         post.record_failure(channel_id, kind, message)
-        return self._outcome(post.status, self.commit(post))
+        return self.done(post.status, post)
 
 
 __all__ = ["CLIENT", "INTERNAL", "PublishingCommands", "StepNotAllowed"]

@@ -259,6 +259,8 @@ def _publishing(domain: Parvis, agency_key: str, key: str, channels: list[str], 
                                           objective_ids[:2], budget).value
     with acting_as(staff):
         _month_of_metrics(domain, key, channels, plan, now)
+        # The month's report, made by the workers once they start (then listed in `tenant { reports }`).
+        domain.request_report(key, month_ago, now, requested_by=cm)
     zone = ZoneInfo("Europe/Paris")
     for i, item in enumerate(tenant.posts):
         variants = [Variant(channels[c], f"{item.body} {hashtag}") for c in item.channels]

@@ -464,6 +464,22 @@ def _pg_initdb(pgdata: Path, bin_dir: Path, run_as: _RunAs, timeout: float) -> N
     (pgdata / "pg_hba.conf").write_text(_PG_HBA, encoding="utf-8")
 
 
+def _pg_basebackup(pgdata: Path, bin_dir: Path, run_as: _RunAs, primary_url: str, timeout: float) -> None:
+    """Copy a running primary into ``pgdata`` as a streaming standby (``-R`` writes standby.signal and the
+    connection to the primary)."""
+    logger.info("copying %s into %s as a standby", primary_url, pgdata)
+    result = _run_pg(
+        [str(bin_dir / "pg_basebackup"), "-d", primary_url, "-D", str(pgdata), "-R", "-X", "stream", "-c", "fast"],
+        run_as,
+        pgdata,
+        max(timeout, 120.0),
+    )
+    if result.returncode != 0:
+        raise EmbeddedServiceError(
+            f"pg_basebackup failed for {pgdata} (exit {result.returncode}):\n{result.stdout[-4000:]}"
+        )
+
+
 def _pg_configure(pgdata: Path, port: int, run_as: _RunAs) -> None:
     """Write the parvis-managed settings (TCP on 127.0.0.1 only, port, max_connections)."""
     conf = pgdata / "postgresql.conf"
@@ -552,8 +568,12 @@ def start_postgres(
     *,
     port: int = DEFAULT_POSTGRES_PORT,
     timeout: float = DEFAULT_START_TIMEOUT,
+    standby_of: str | None = None,
 ) -> EmbeddedService:
-    """Start (or reuse) the embedded PostgreSQL server whose data lives in ``data_dir/postgres``."""
+    """Start (or reuse) the embedded PostgreSQL server whose data lives in ``data_dir/postgres``.
+
+    With ``standby_of`` (the URL of a server that accepts replication connections, such as another embedded one)
+    the cluster is a streaming hot standby of that server: a read replica, copied with pg_basebackup at first."""
     started = time.monotonic()
     data_dir = Path(data_dir).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -600,7 +620,10 @@ def start_postgres(
             _make_traversable(pgdata.parent, run_as.uid)
         bin_dir = _pg_bin_dir(pgdata)
         if not (pgdata / "PG_VERSION").exists():
-            _pg_initdb(pgdata, bin_dir, run_as, timeout)
+            if standby_of:
+                _pg_basebackup(pgdata, bin_dir, run_as, standby_of, timeout)
+            else:
+                _pg_initdb(pgdata, bin_dir, run_as, timeout)
 
         chosen = _choose_port(port, state.get("port"))
         _pg_configure(pgdata, chosen, run_as)
@@ -635,7 +658,8 @@ def start_postgres(
         pid = running[0]
         try:
             _pg_wait_ready(chosen, pgdata, timeout, pid)
-            _pg_ensure_database(chosen)
+            if not standby_of:
+                _pg_ensure_database(chosen)  # a standby has its primary's, and is read-only
         except Exception:
             with contextlib.suppress(Exception):
                 _pg_stop_locked(pgdata, run_as, DEFAULT_STOP_TIMEOUT)

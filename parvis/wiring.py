@@ -7,6 +7,7 @@ from urllib.parse import unquote, urlparse
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from api.context import ApiConfig
+from api.throttle import RateLimitConfig
 from domain.app import Parvis
 from parvis.crypto import AuthorVault, SecretBox, personal_cipher, subkey
 from parvis.settings import Settings
@@ -24,6 +25,7 @@ def event_store_env(database_url: str, *, pool_size: int = 10, create_table: boo
     url = urlparse(database_url)
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "APPLICATION_RECORDER_TOPIC": "parvis.store:ReceiptRecorder",
         "POSTGRES_DBNAME": (url.path or "/postgres").lstrip("/"),
         "POSTGRES_HOST": url.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(url.port or 5432),
@@ -39,20 +41,21 @@ def event_store_env(database_url: str, *, pool_size: int = 10, create_table: boo
 
 
 def secret_box(settings: Settings) -> SecretBox:
-    return SecretBox(settings.secret())
+    return SecretBox(settings.secret(), settings.previous_secrets())
 
 
 def domain(settings: Settings, *, create_table: bool = False) -> Parvis:
     """The event-sourced application, on PostgreSQL."""
     assert settings.database_url, "database_url is resolved before wiring"
     env = event_store_env(settings.database_url, pool_size=settings.db_pool_size, create_table=create_table)
-    vault = AuthorVault(settings.database_url, settings.secret())
+    vault = AuthorVault(settings.database_url, settings.secret(), previous=settings.previous_secrets())
     return Parvis(env=env, secrets=secret_box(settings), personal=vault)
 
 
 def projections(settings: Settings) -> list[Projection]:
     """Every read model, in the order the runner starts them."""
-    return [Directory(), History(), Publishing(), Moderation(personal_cipher(settings.secret())), Metrics()]
+    cipher = personal_cipher(settings.secret(), settings.previous_secrets())
+    return [Directory(), History(), Publishing(), Moderation(cipher), Metrics()]
 
 
 def read_model_names() -> list[str]:
@@ -69,6 +72,15 @@ def api_config(settings: Settings) -> ApiConfig:
         max_depth=settings.max_query_depth,
         max_aliases=settings.max_aliases,
         max_tokens=settings.max_tokens,
+        max_cost=settings.max_query_cost,
+        rate_limits=RateLimitConfig(
+            per_ip=settings.rate_limit_per_ip,
+            per_bearer=settings.rate_limit_per_token,
+            login=settings.login_rate_limit,
+        ),
+        request_timeout=settings.request_timeout_seconds,
+        ws_init_timeout=settings.ws_init_timeout_seconds,
+        ws_recheck=settings.ws_recheck_seconds,
     )
 
 
@@ -108,4 +120,5 @@ def asgi_app(settings: Settings):  # type: ignore[no-untyped-def]
         redis_url=settings.redis_url,
         checkpoint_namespace=settings.queue_namespace,
         checkpoint_public_key=checkpoint_public_key(settings),
+        read_database_url=settings.read_database_url,
     )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -18,8 +19,9 @@ from redis.exceptions import RedisError
 from parvis import wiring
 from parvis.settings import Settings
 from projections.checkpoints import checkpoint_heads
+from projections.figures import Reader
 from projections.runner import Runner
-from workers.actors import WorkerDeps, declare_actors
+from workers.actors import WorkerDeps, declare_actors, request_monthly_reports
 from workers.analysis import Analyzer
 from workers.broker import make_broker
 from workers.connectors.registry import connectors
@@ -58,6 +60,37 @@ async def checkpoint_loop(settings: Settings, stopped: asyncio.Event) -> None:
         await client.aclose()
 
 
+async def report_loop(settings: Settings, deps: WorkerDeps, stopped: asyncio.Event) -> None:
+    """Every PARVIS_REPORT_CHECK_SECONDS, ask for the monthly reports that are due; 0 turns it off."""
+    interval = settings.report_check_seconds
+    while interval > 0 and not stopped.is_set():
+        try:
+            asked = await asyncio.to_thread(request_monthly_reports, deps)
+            if asked:
+                log.info("asked for %d monthly reports", asked)
+        except Exception:
+            log.exception("monthly reports: trying again next round")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopped.wait(), interval)
+
+
+def read_models(database_url: str) -> Callable[[Callable[[Reader], Awaitable[Any]]], Any]:
+    """Run an async reading function on its own connection, from a worker thread."""
+
+    def read(fn: Callable[[Reader], Awaitable[Any]]) -> Any:
+        async def run() -> Any:
+            conn = await asyncpg.connect(database_url)
+            try:
+                async with conn.transaction(readonly=True):
+                    return await fn(conn)
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
+    return read
+
+
 def run_workers(settings: Settings) -> None:
     """Run until SIGTERM or Ctrl-C."""
     assert settings.database_url
@@ -73,7 +106,8 @@ def run_workers(settings: Settings) -> None:
             return list(conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
 
     deps = WorkerDeps(domain=domain, secrets=wiring.secret_box(settings), connectors=connectors(),
-                      analyzer=Analyzer(), query=query, poll_interval=settings.poll_seconds,
+                      analyzer=Analyzer(), query=query, read=read_models(settings.database_url),
+                      poll_interval=settings.poll_seconds,
                       metrics_interval=settings.metrics_seconds)
     declare_actors(broker, deps)
     worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=1000)
@@ -92,7 +126,8 @@ def run_workers(settings: Settings) -> None:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop)
-        await asyncio.gather(runner.run(), pump.run(), checkpoint_loop(settings, stopped))
+        await asyncio.gather(runner.run(), pump.run(), checkpoint_loop(settings, stopped),
+                             report_loop(settings, deps, stopped))
 
     try:
         asyncio.run(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from domain.base import ParvisEvent, scope_of
 from projections.store import rls
 
 _MAPPER = make_mapper()
+# A W3C traceparent in an event's stored JSON (a quote inside a user's text is escaped, so it cannot forge one).
+_TRACEPARENT = re.compile(rb'"traceparent":\s*"([0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2})"')
 _BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "meta", "originator_topic"}
 
 
@@ -73,6 +76,16 @@ class Envelope:
     @property
     def meta(self) -> dict[str, Any]:
         return self.event.meta
+
+    @property
+    def traceparent(self) -> str | None:
+        """The trace context stamped on the event, read from its bytes unless the event is already decoded:
+        decoding every event of every batch for its trace link cost each read model a decode per event."""
+        if self._decoded is not None:
+            value = self._decoded.meta.get("traceparent")
+            return value if isinstance(value, str) else None
+        found = _TRACEPARENT.search(self.state)
+        return found.group(1).decode() if found else None
 
     @property
     def at(self) -> datetime:

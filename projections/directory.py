@@ -237,6 +237,9 @@ GRANT SELECT ON {t["principals"]}, {t["grants"]}, {t["api_keys"]}, {t["agency_na
             env.e.password,
         )
 
+    async def _User_PasswordResealed(self, conn: asyncpg.Connection, t: Mapping[str, str], env: Envelope) -> None:
+        await self._User_PasswordChanged(conn, t, env)
+
     async def _User_TokensRevoked(self, conn: asyncpg.Connection, t: Mapping[str, str], env: Envelope) -> None:
         await conn.execute(
             f"UPDATE {t['principals']} SET tokens_valid_after = $2 WHERE user_id = $1", env.originator_id, env.at

@@ -1,4 +1,4 @@
-"""Read model of metric observations, one row per channel (or post), metric, instant and source."""
+"""Read model of metric observations (one row per channel or post, metric, instant and source) and of reports."""
 
 from __future__ import annotations
 
@@ -7,15 +7,19 @@ from datetime import datetime
 
 import asyncpg
 
-from projections.base import Envelope, Projection
+from projections.base import Envelope, Projection, dumps
+
+_REPORT_COLUMNS = ("tenant_id", "agency_id", "id", "period_start", "period_end", "trigger", "requested_by",
+                   "status", "created_at", "position")
+_PLACES = ", ".join(f"${i}" for i in range(1, len(_REPORT_COLUMNS) + 1))
 
 
 class Metrics(Projection):
     """Observations as recorded; a second observation of the same key replaces the first (last write wins)."""
 
     name = "metrics"
-    version = 1
-    tables = {"tenants": "read.metric_tenants", "observations": "read.metric_observations"}
+    version = 2
+    tables = {"tenants": "read.metric_tenants", "observations": "read.metric_observations", "reports": "read.reports"}
 
     def ddl(self, t: Mapping[str, str]) -> str:
         return f"""
@@ -25,6 +29,12 @@ CREATE TABLE {t["observations"]} (
     metric text NOT NULL, at timestamptz NOT NULL, source text NOT NULL, value double precision NOT NULL,
     position bigint NOT NULL, PRIMARY KEY (tenant_id, metric, channel_id, post_id, at, source));
 CREATE INDEX ON {t["observations"]} (tenant_id, metric, at);
+CREATE TABLE {t["reports"]} (
+    tenant_id text NOT NULL, agency_id text NOT NULL, id text NOT NULL, period_start timestamptz NOT NULL,
+    period_end timestamptz NOT NULL, trigger text NOT NULL, requested_by text NOT NULL, status text NOT NULL,
+    created_at timestamptz NOT NULL, ready_at timestamptz, files jsonb NOT NULL DEFAULT '{{}}',
+    summary jsonb NOT NULL DEFAULT '{{}}', error text, position bigint NOT NULL, PRIMARY KEY (tenant_id, id));
+CREATE INDEX ON {t["reports"]} (tenant_id, created_at DESC, id DESC);
 """
 
     async def apply(self, conn: asyncpg.Connection, t: Mapping[str, str], batch: Sequence[Envelope]) -> set[str]:
@@ -48,4 +58,24 @@ CREATE INDEX ON {t["observations"]} (tenant_id, metric, at);
                      for o in env.e.observations],
                 )
                 touched.add(env.scope)
+            elif env.aggregate_type == "Report":
+                await self._report(conn, t["reports"], env, agencies.get(env.scope, ""))
         return touched
+
+    async def _report(self, conn: asyncpg.Connection, table: str, env: Envelope, agency: str) -> None:
+        e = env.e
+        if env.event_type == "Requested":
+            values = (env.scope, agency, env.originator_id, e.period_start, e.period_end, e.trigger, e.requested_by,
+                      "REQUESTED", env.at, env.position)
+            await conn.execute(
+                f"INSERT INTO {table} ({', '.join(_REPORT_COLUMNS)}) VALUES ({_PLACES}) "
+                "ON CONFLICT (tenant_id, id) DO NOTHING", *values)
+        elif env.event_type == "Generated":
+            await conn.execute(
+                f"UPDATE {table} SET status = 'READY', ready_at = $3, files = $4::jsonb, summary = $5::jsonb, "
+                "error = NULL, position = $6 WHERE tenant_id = $1 AND id = $2",
+                env.scope, env.originator_id, env.at, dumps(e.files), dumps(e.summary), env.position)
+        elif env.event_type == "Failed":
+            await conn.execute(
+                f"UPDATE {table} SET status = 'FAILED', error = $3, position = $4 WHERE tenant_id = $1 AND id = $2",
+                env.scope, env.originator_id, e.reason, env.position)

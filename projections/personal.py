@@ -21,26 +21,52 @@ ERASED = "[erased]"
 _PREFIX = "p1:"
 
 
-class PersonalCipher:
-    """Wraps data keys, seals and opens personal data; `kek` wraps keys, `ref_key` pseudonymises handles."""
+def author_ref(ref_key: bytes, tenant_key: str, handle: str) -> str:
+    """A keyed digest of a handle: the same author gives the same reference, which reveals nothing."""
+    message = f"{tenant_key}\n{handle.strip().lower()}".encode()
+    return hmac.new(ref_key, message, hashlib.sha256).hexdigest()[:40]
 
-    def __init__(self, kek: bytes, ref_key: bytes) -> None:
+
+class PersonalCipher:
+    """Wraps data keys, seals and opens personal data; `kek` wraps keys, `ref_key` pseudonymises handles.
+
+    `previous_keks` (derived from PARVIS_PREVIOUS_SECRET_KEYS) still unwrap what they wrapped, until
+    `parvis secrets rotate` has wrapped every key again under `kek`."""
+
+    def __init__(self, kek: bytes, ref_key: bytes, previous_keks: Sequence[bytes] = ()) -> None:
         self._kek = AESGCM(kek)
+        self._previous = [AESGCM(k) for k in previous_keks]
         self._ref_key = ref_key
 
     def author_ref(self, tenant_key: str, handle: str) -> str:
-        """A keyed digest of a handle: the same author gives the same reference, which reveals nothing."""
-        message = f"{tenant_key}\n{handle.strip().lower()}".encode()
-        return hmac.new(self._ref_key, message, hashlib.sha256).hexdigest()[:40]
+        return author_ref(self._ref_key, tenant_key, handle)
 
     def new_key(self) -> tuple[bytes, bytes]:
         """(data key, the same wrapped for storage)."""
         key = AESGCM.generate_key(bit_length=256)
+        return key, self.wrap(key)
+
+    def wrap(self, key: bytes) -> bytes:
+        """A key wrapped under the current key-encryption key."""
         nonce = os.urandom(12)
-        return key, nonce + self._kek.encrypt(nonce, key, None)
+        return nonce + self._kek.encrypt(nonce, key, None)
 
     def unwrap(self, wrapped: bytes) -> bytes:
-        return self._kek.decrypt(wrapped[:12], wrapped[12:], None)
+        """The key, unwrapped with the current key-encryption key or else a previous one (InvalidTag: none)."""
+        for kek in (self._kek, *self._previous):
+            try:
+                return kek.decrypt(wrapped[:12], wrapped[12:], None)
+            except InvalidTag:
+                continue
+        raise InvalidTag
+
+    def is_current(self, wrapped: bytes) -> bool:
+        """Whether the current key-encryption key alone unwraps this (rotation is done for it)."""
+        try:
+            self._kek.decrypt(wrapped[:12], wrapped[12:], None)
+        except InvalidTag:
+            return False
+        return True
 
     @staticmethod
     def seal(key: bytes, plaintext: str) -> str:

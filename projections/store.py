@@ -62,6 +62,34 @@ CREATE TABLE IF NOT EXISTS parvis.author_keys (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, author_ref)
 );
+-- Keys that must outlive a rotation of the master secret (the author references' key), wrapped under it.
+CREATE TABLE IF NOT EXISTS parvis.keyring (
+    purpose text PRIMARY KEY,
+    wrapped bytea NOT NULL
+);
+-- Report files: derived, too large for events (the events keep their digests); kept by tenant, outside the
+-- rebuildable read models. The owner (the workers) writes them; the app role reads its caller's tenants' only.
+CREATE TABLE IF NOT EXISTS parvis.report_files (
+    tenant_id text NOT NULL,
+    agency_id text NOT NULL,
+    report_id text NOT NULL,
+    format text NOT NULL,
+    media_type text NOT NULL,
+    content bytea NOT NULL,
+    sha256 text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, report_id, format)
+);
+ALTER TABLE parvis.report_files ENABLE ROW LEVEL SECURITY;
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE schemaname = 'parvis' AND tablename = 'report_files') THEN
+    CREATE POLICY report_files_scope ON parvis.report_files FOR SELECT TO {APP_ROLE}
+      USING (read.visible(tenant_id, agency_id));
+  END IF;
+END $$;
+GRANT SELECT ON parvis.report_files TO {APP_ROLE};
+-- The outbox of jobs (created by the dispatcher) carries the trace of the request that caused each job.
+ALTER TABLE IF EXISTS parvis.jobs ADD COLUMN IF NOT EXISTS traceparent text;
 GRANT SELECT ON parvis.tracking TO {APP_ROLE};
 SET LOCAL check_function_bodies = off;
 -- The app role cannot read the event table; it may read the events of a scope it can see, to verify them.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,13 @@ from tests.support import SECRET, Client, fresh_database, parvis, process_env, r
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(PostgreSQL server URL, Redis URL): the running services, or embedded ones when unset."""
-    with services(Path(tmp_path_factory.mktemp("embedded"))) as found:
+def servers() -> Iterator[tuple[str, str]]:
+    """(PostgreSQL server URL, Redis URL): the running services, or embedded ones when unset.
+
+    Embedded ones keep their data outside pytest's temporary root: each pytest start makes that root private
+    again, which would cut the embedded PostgreSQL (run as its own system user) off its data if another test
+    session started meanwhile."""
+    with tempfile.TemporaryDirectory(prefix="parvis-test-services-") as data, services(Path(data)) as found:
         yield found
 
 

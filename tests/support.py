@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import signal
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,9 +58,45 @@ def process_env(database_url: str, redis_url: str, **extra: str) -> dict[str, st
         PARVIS_SECRET_KEY=SECRET,
         PARVIS_ENV="test",
         PARVIS_LOG_LEVEL="WARNING",
+        # The suite and the benchmarks call from one address at full speed, and retry logins while a new user is
+        # being projected: generous rate limits here; tests/e2e/test_abuse_limits.py sets tight ones.
+        PARVIS_RATE_LIMIT_PER_IP="100000/minute",
+        PARVIS_RATE_LIMIT_PER_TOKEN="100000/minute",
+        PARVIS_LOGIN_RATE_LIMIT="1000/minute",
+        PARVIS_WS_RECHECK_SECONDS="1",  # revocations reach open WebSockets within a second
+        # The suite's servers serve a few clients at a time: small pools keep the whole suite (several stacks at
+        # once) well inside PostgreSQL's 100 connections. The benchmarks set their own.
+        PARVIS_DB_POOL_SIZE="5",
     )
     env.update(extra)
     return env
+
+
+def eventually(check: Callable[[], Any], within: float = 45, every: float = 0.2) -> Any:
+    """Poll `check` until it returns a truthy value, which is returned; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s (last value {value!r})")
+        time.sleep(every)
+
+
+def stop(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 20) -> None:
+    """Stop processes as an orchestrator would: SIGTERM to those still running, then SIGKILL to any still there
+    after `timeout`; each is reaped."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def parvis(*args: str, env: dict[str, str], **kwargs: Any) -> subprocess.Popen[bytes]:
@@ -107,22 +144,66 @@ def services(data_dir: Path) -> Iterator[tuple[str, str]]:
 
 
 @contextmanager
-def running(database_url: str, redis_url: str) -> Iterator[str]:
-    """A running Parvis (API and projector as separate processes); yields the GraphQL URL."""
+def running(database_url: str, redis_url: str, **extra: str) -> Iterator[str]:
+    """A running Parvis (API and projector as separate processes); yields the GraphQL URL.
+
+    `extra` are more PARVIS_ variables (e.g. tighter limits for the tests of those limits)."""
     port = free_port()
-    env = process_env(database_url, redis_url)
+    env = process_env(database_url, redis_url, **extra)
     procs = [parvis("project", env=env), parvis("serve", "--port", str(port), env=env)]
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
         yield f"http://127.0.0.1:{port}/graphql"
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs, timeout=15)
+
+
+@dataclass
+class Processes:
+    """`parvis` processes of one deployment, logging to files (shown when a test fails)."""
+
+    env: dict[str, str]
+    logs: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, *args: str) -> None:
+        with (self.logs / f"{len(self.procs):02d}-{args[0]}.log").open("wb") as out:
+            self.procs.append(parvis(*args, env=self.env, stdout=out, stderr=subprocess.STDOUT))
+
+    def api(self) -> Client:
+        port = free_port()
+        self.start("serve", "--port", str(port))
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        return Client(f"http://127.0.0.1:{port}/graphql")
+
+    def alive(self) -> list[int | None]:
+        return [p.poll() for p in self.procs]
+
+    def stop(self) -> None:
+        stop(self.procs)
+
+
+
+def register_agency(
+    database_url: str, redis_url: str, data_dir: Path, email: str, password: str = PASSWORD,
+    secret_key: str | None = None,
+) -> None:
+    """Migrate a database of a test's own and register an agency with its admin (`email`, `password`) in it."""
+    from pydantic import SecretStr
+
+    from parvis import wiring
+    from tests.conftest import make_settings, migrated
+
+    settings = make_settings(database_url, redis_url, data_dir)
+    if secret_key is not None:
+        settings = settings.model_copy(update={"secret_key": SecretStr(secret_key)})
+    asyncio.run(migrated(settings))
+    domain = wiring.domain(settings)
+    try:
+        domain.register_agency("Agence d'essai", email, password)
+    finally:
+        domain.close()
+
 
 
 _HTTP = httpx.Client(timeout=30)

@@ -5,23 +5,31 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import dramatiq
+import structlog
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage
+from opentelemetry import propagate, trace
 
 from domain.app import Parvis
 from domain.errors import Conflict
 from domain.inbox import MAX_BATCH, Incoming
 from domain.metrics import Observation
 from domain.post import PostStatus
+from domain.reports import ReportStatus
+from projections.figures import Reader
+from workers import telemetry
 from workers.broker import QUEUE
 from workers.connectors.base import ChannelRef, ConnectorError, FailureKind, Health, Published, VariantRef
+from workers.reports import collect, render
 from workers.spikes import figures_query, judge
 
 log = logging.getLogger("parvis.workers")
@@ -44,6 +52,8 @@ class WorkerDeps:
     connectors: Mapping[str, Any]
     analyzer: TextAnalyzer
     query: Callable[[str, dict[str, Any]], list[dict[str, Any]]]
+    # Runs an async reading function on a connection of the read models (figures shared with the API).
+    read: Callable[[Callable[[Reader], Awaitable[Any]]], Any] | None = None
     poll_interval: float = 60.0
     metrics_interval: float = 900.0
 
@@ -101,7 +111,9 @@ def publish_post(deps: WorkerDeps, post_id: str) -> None:
         try:
             done = _publish_variant(deps, post_id, channel_id, variant)
         except ConnectorError as exc:
-            if exc.transient and _retries() < PUBLISH_RETRIES:
+            final = not (exc.transient and _retries() < PUBLISH_RETRIES)
+            telemetry.PUBLICATION_FAILURES.labels(exc.kind.value, "yes" if final else "no").inc()
+            if not final:
                 delay = int(exc.retry_after * 1000) if exc.retry_after else None
                 raise dramatiq.Retry(exc.message, delay=delay) from None
             domain.record_publish_failure(post_id, channel_id, exc.kind.value, exc.message)
@@ -125,6 +137,25 @@ def _through_connector(deps: WorkerDeps, channel: Any, body: VariantRef, key: st
     ref = ChannelRef(channel.id, channel.platform, channel.handle, credentials)
     result: Published = connector.publish(ref, body, key)
     return result
+
+
+@contextmanager
+def job_context(actor: str) -> Iterator[None]:
+    """Log lines of a job carry its id, its tenant and its correlation (structlog context variables)."""
+    message = CurrentMessage.get_current_message()
+    options = message.options if message is not None else {}
+    parent = options.get("parvis_traceparent")
+    context = propagate.extract({"traceparent": parent}) if parent else None
+    with telemetry.tracer.start_as_current_span(f"job {actor}", context=context, kind=trace.SpanKind.CONSUMER,
+                                                 attributes={"parvis.job": str(options.get("parvis_job"))}) as span:
+        trace_id = span.get_span_context().trace_id
+        with structlog.contextvars.bound_contextvars(
+            job=options.get("parvis_job"), tenant_id=options.get("parvis_tenant"), actor_name=actor,
+            trace_id=format(trace_id, "032x") if trace_id else None,
+        ):
+            started = time.perf_counter()
+            yield
+            log.debug("job %s done in %.3f s", actor, time.perf_counter() - started)
 
 
 def _retries() -> int:
@@ -174,12 +205,22 @@ def send_reply(deps: WorkerDeps, interaction_id: str, decision_version: int) -> 
     domain.record_reply(interaction_id, decision_version, done.external_id, done.external_url, None)
 
 
+_CHECKED = """
+UPDATE parvis.jobs SET status = 'done', done_at = now() WHERE id = %(id)s AND status = 'pending' RETURNING id
+"""
+
+
 def detect_spike(deps: WorkerDeps, tenant_key: str, window_end: str) -> None:
-    """Compare the tenant's last window with its baseline; a spike becomes a crisis suggestion (once)."""
+    """Compare the tenant's last window with its baseline; a spike becomes a crisis suggestion (once).
+
+    A quiet window records no event, so no outcome tells the dispatcher the check is over: the job marks itself
+    done (else the pump hands it over again every PARVIS_JOB_REDELIVER_SECONDS until it is given up as failed).
+    Done after the suggestion, a check that dies in between runs again, and the suggestion is made once anyway."""
     end = datetime.fromisoformat(window_end)
     spike = judge(deps.query(*figures_query(tenant_key, end))[0])
     if spike is not None:
         deps.domain.suggest_crisis(tenant_key, spike.reason, spike.figures, window_end)
+    deps.query(_CHECKED, {"id": f"detect_spike:{tenant_key}@{window_end}"})
 
 
 _PUBLISHED_ON = """
@@ -235,7 +276,9 @@ def poll_channel(deps: WorkerDeps, channel_id: str, cursor: str | None) -> None:
 
 # Running totals a platform reports for a post; recorded at the post's publication instant, so that each pull
 # replaces the last total instead of adding to it (the read model keeps one value per post, metric and instant).
-POST_COUNTERS = ("impressions", "reach", "engagements", "shares", "clicks")
+# Each platform reports some of them: the sandbox impressions, reach and clicks, Mastodon and Bluesky likes and
+# replies (and Bluesky quotes).
+POST_COUNTERS = ("impressions", "reach", "engagements", "likes", "shares", "replies", "quotes", "clicks")
 
 
 def pull_metrics(deps: WorkerDeps, channel_id: str) -> None:
@@ -266,14 +309,88 @@ def pull_metrics(deps: WorkerDeps, channel_id: str) -> None:
         elif row["external_id"] in posts:
             post_id, published_at = posts[row["external_id"]]
             observations += [Observation(channel_id, metric, row[metric], published_at, post_id, channel.connector)
-                             for metric in POST_COUNTERS]
+                             for metric in POST_COUNTERS if metric in row]
     if observations:
         domain.record_metrics(channel.tenant_key, observations)
     deps.query(_NEXT_POLL, {"args": json.dumps([channel_id]), "seconds": next_in,
                             "id": f"pull_metrics:{channel_id}"})
 
 
+# A report that cannot be made after this many attempts is recorded as FAILED, with the reason.
+REPORT_RETRIES = 3
+
+_STORE_FILES = """
+INSERT INTO parvis.report_files (tenant_id, agency_id, report_id, format, media_type, content, sha256)
+SELECT t.tenant_id, t.agency_id, %(report)s, f.format, f.media_type, f.content, f.sha256
+FROM read.tenants t, (VALUES (%(f0)s, %(m0)s, %(c0)s::bytea, %(s0)s), (%(f1)s, %(m1)s, %(c1)s::bytea, %(s1)s))
+  AS f (format, media_type, content, sha256)
+WHERE t.tenant_id = %(tenant)s
+ON CONFLICT (tenant_id, report_id, format)
+  DO UPDATE SET media_type = excluded.media_type, content = excluded.content, sha256 = excluded.sha256
+RETURNING format
+"""
+
+
+def generate_report(deps: WorkerDeps, report_id: str) -> None:
+    """Make a requested report's files, store them, then record their digests (once)."""
+    domain = deps.domain
+    report = domain.report(report_id)
+    if report.status != ReportStatus.REQUESTED.value:
+        return
+    if deps.read is None:
+        raise RuntimeError("generate_report needs a reader of the read models")
+    try:
+        data = deps.read(lambda db: collect(db, report.tenant_key, report.period_start, report.period_end))
+        files = render(data)
+    except Exception as exc:
+        if _retries() < REPORT_RETRIES:
+            raise  # dramatiq tries again with backoff
+        log.exception("report %s could not be made", report_id)
+        domain.record_report_failed(report_id, f"{type(exc).__name__}: {exc}")
+        return
+    params: dict[str, Any] = {"report": report_id, "tenant": report.tenant_key}
+    for i, f in enumerate(files):
+        params |= {f"f{i}": f.format, f"m{i}": f.media_type, f"c{i}": f.content, f"s{i}": f.describe()["sha256"]}
+    # The files first: a worker dying between the two leaves files without event, made again by the next try.
+    if len(deps.query(_STORE_FILES, params)) != len(files):
+        raise RuntimeError(f"report {report_id}: the tenant is not in the read models yet")
+    domain.record_report_generated(report_id, {f.format: f.describe() for f in files}, data.summary())
+
+
+_MONTH_DUE = """
+SELECT t.tenant_id FROM read.tenants t
+WHERE t.status = 'ACTIVE'
+  AND t.created_at < date_trunc('month', %(now)s AT TIME ZONE t.timezone) AT TIME ZONE t.timezone
+  AND %(now)s >= (date_trunc('month', %(now)s AT TIME ZONE t.timezone) + make_interval(hours => %(hour)s))
+                 AT TIME ZONE t.timezone
+  AND NOT EXISTS (
+    SELECT 1 FROM read.reports r WHERE r.tenant_id = t.tenant_id AND r.trigger = 'monthly'
+      AND r.period_end = date_trunc('month', %(now)s AT TIME ZONE t.timezone) AT TIME ZONE t.timezone)
+ORDER BY t.tenant_id
+"""
+# Monthly reports are asked for at this hour of the first day (tenant's time zone): the night's metric pulls
+# of the last day have landed by then.
+MONTHLY_REPORT_HOUR = 6
+
+
+def request_monthly_reports(deps: WorkerDeps) -> int:
+    """Ask for last month's report of every active tenant that has none yet; returns how many were asked for.
+
+    Run by every worker on a timer; the report of a month has one id per tenant, so two workers asking at the
+    same time make one report."""
+    domain = deps.domain
+    asked = 0
+    for row in deps.query(_MONTH_DUE, {"now": domain.now(), "hour": MONTHLY_REPORT_HOUR}):
+        try:
+            if domain.request_monthly_report(row["tenant_id"]) is not None:
+                asked += 1
+        except Conflict:
+            continue  # another worker asked first
+    return asked
+
+
 JOBS: dict[str, Callable[..., None]] = {
+    "generate_report": generate_report,
     "pull_metrics": pull_metrics,
     "poll_channel": poll_channel,
     "detect_spike": detect_spike,
@@ -291,12 +408,21 @@ def declare_actors(broker: RedisBroker, deps: WorkerDeps) -> dict[str, dramatiq.
     actors: dict[str, dramatiq.Actor[Any, Any]] = {}
     for name, fn in JOBS.items():
 
-        def run(*args: Any, _fn: Callable[..., None] = fn, **kwargs: Any) -> None:
+        def run(*args: Any, _fn: Callable[..., None] = fn, _name: str = name, **kwargs: Any) -> None:
+            started, outcome = time.perf_counter(), "error"
             try:
-                _fn(deps, *args, **kwargs)
+                with job_context(_name):
+                    _fn(deps, *args, **kwargs)
+                outcome = "ok"
+            except dramatiq.Retry:
+                outcome = "retry"
+                raise
             except Conflict:
                 # Another job changed the same aggregate first (a poll and a check of one channel): run again.
+                outcome = "retry"
                 raise dramatiq.Retry("concurrent change; retrying", delay=random.randint(50, 500)) from None  # noqa: S311 - jitter, not a secret
+            finally:
+                telemetry.JOB_SECONDS.labels(_name, outcome).observe(time.perf_counter() - started)
 
         actors[name] = dramatiq.Actor(
             run,

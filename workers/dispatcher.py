@@ -21,12 +21,13 @@ import dramatiq
 from redis.exceptions import RedisError
 
 from projections.base import Envelope, Projection
+from workers import telemetry
 from workers.broker import QUEUE
 
 log = logging.getLogger("parvis.dispatcher")
 
 _CLAIM = """
-SELECT id, actor, args, tenant_id FROM parvis.jobs
+SELECT id, actor, args, tenant_id, traceparent FROM parvis.jobs
 WHERE status = 'pending' AND due_at <= now()
   AND (enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => $1))
 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED
@@ -46,7 +47,7 @@ CREATE TABLE {t["jobs"]} (
     id text PRIMARY KEY, tenant_id text NOT NULL, actor text NOT NULL, args jsonb NOT NULL,
     status text NOT NULL DEFAULT 'pending', attempts int NOT NULL DEFAULT 0,
     due_at timestamptz NOT NULL, enqueued_at timestamptz, created_at timestamptz NOT NULL,
-    done_at timestamptz, position bigint NOT NULL);
+    done_at timestamptz, position bigint NOT NULL, traceparent text);
 CREATE INDEX ON {t["jobs"]} (due_at) WHERE status = 'pending';
 """
 
@@ -146,19 +147,28 @@ CREATE INDEX ON {t["jobs"]} (due_at) WHERE status = 'pending';
     def _Interaction_ReplySent(self, plan: _Plan, env: Envelope) -> None:
         plan.set(f"send_reply:{env.originator_id}@{env.e.decision_version}", "done", env)
 
+    # ---------------------------------------------------------------- reports: made once each
+    def _Report_Requested(self, plan: _Plan, env: Envelope) -> None:
+        plan.new(self._job(env, f"generate_report:{env.originator_id}", "generate_report", [env.originator_id]))
+
+    def _report_finished(self, plan: _Plan, env: Envelope) -> None:
+        plan.set(f"generate_report:{env.originator_id}", "done", env)
+
+    _Report_Generated = _Report_Failed = _report_finished
+
     @staticmethod
     def _job(env: Envelope, job_id: str, actor: str, args: list[Any]) -> tuple[Any, ...]:
-        """(id, tenant, actor, args, due at, created at, position): due as soon as the event happened."""
-        return (job_id, env.scope, actor, json.dumps(args), env.at, env.at, env.position)
+        """(id, tenant, actor, args, due at, created at, position, traceparent): due as soon as the event happened."""
+        return (job_id, env.scope, actor, json.dumps(args), env.at, env.at, env.position, env.meta.get("traceparent"))
 
 
 _INSERT = (
-    "INSERT INTO {jobs} (id, tenant_id, actor, args, due_at, created_at, position) "
-    "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7) ON CONFLICT (id) DO NOTHING"
+    "INSERT INTO {jobs} (id, tenant_id, actor, args, due_at, created_at, position, traceparent) "
+    "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING"
 )
 _UPSERT = (
-    "INSERT INTO {jobs} (id, tenant_id, actor, args, due_at, created_at, position) "
-    "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET due_at = excluded.due_at, "
+    "INSERT INTO {jobs} (id, tenant_id, actor, args, due_at, created_at, position, traceparent) "
+    "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET due_at = excluded.due_at, "
     "status = 'pending', enqueued_at = NULL, attempts = 0, done_at = NULL, position = excluded.position"
 )
 _FINISH = "UPDATE {jobs} SET status = $2, done_at = $3 WHERE id = $1 AND status = 'pending'"
@@ -226,15 +236,23 @@ class Pump:
                 await self._sleep(2)
                 continue
             try:
+                measured = 0.0
                 while not self._stop.is_set():
                     moved = await self.pump_once(conn)
+                    if asyncio.get_running_loop().time() - measured >= 5:
+                        telemetry.record_depth(dict(await conn.fetchrow(telemetry.DEPTH_SQL)))
+                        measured = asyncio.get_running_loop().time()
                     if moved == 0:
                         await self._sleep(self.tick)
             except asyncpg.UndefinedTableError:
                 log.debug("pump: the dispatcher has not created its outbox yet")
                 await self._sleep(self.tick)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
                 log.warning("pump: %s; reconnecting", exc)
+            except Exception:
+                # The pump must outlive anything (its end would end the worker process): log, reconnect.
+                log.exception("pump failed; reconnecting")
+                await self._sleep(1)
             finally:
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=2)
@@ -256,7 +274,8 @@ class Pump:
                         actor_name=r["actor"],
                         args=tuple(json.loads(r["args"])),
                         kwargs={},
-                        options={"parvis_job": r["id"], "parvis_tenant": r["tenant_id"]},
+                        options={"parvis_job": r["id"], "parvis_tenant": r["tenant_id"],
+                                 "parvis_traceparent": r["traceparent"]},
                     )
                     for r in rows
                 ]

@@ -26,6 +26,7 @@ from api.directory.types import (
     load_tenant,
 )
 from api.errors import Forbidden, NotFoundError
+from api.throttle import login_throttle
 from domain.roles import Permission
 from domain.roles import Role as DomainRole
 
@@ -133,7 +134,7 @@ class DirectoryMutation:
     @strawberry.mutation(**secured("ANONYMOUS", anonymous=True))
     async def login(self, info: Info[Context, None], email: str, password: str) -> Session:
         ctx = info.context
-        async with ctx.services.pool.acquire() as conn:
+        async with login_throttle(ctx, email), ctx.services.pool.acquire() as conn:
             principal = await check_login(conn, ctx.services.secrets, email, password)  # type: ignore[arg-type]
         token, expires = ctx.services.tokens.issue(principal.user_id, principal.agency_id)
         ctx.principal = principal

@@ -22,7 +22,7 @@ from api.directory.types import (
     load_tenant,
 )
 from api.errors import BadInput, NotFoundError
-from api.pagination import PageInfo, decode_cursor, encode_cursor, page_size
+from api.pagination import Keyset, decode_cursor, page_size
 from domain.roles import Permission
 
 
@@ -31,6 +31,9 @@ def me_user(ctx: Context) -> User:
     return User(
         id=strawberry.ID(ids.encode("User", p.user_id)), email=p.email, display_name=p.display_name, raw_id=p.user_id
     )
+
+
+_TENANTS = Keyset("read.tenants", id_column="tenant_id")
 
 
 @strawberry.type
@@ -50,8 +53,8 @@ class DirectoryQuery:
     ) -> TenantConnection:
         ctx = info.context
         p = ctx.require_principal()
-        limit = page_size(first)
-        cursor = decode_cursor(after)
+        page_size(first)  # a bad `first` or cursor is refused before anything is read
+        decode_cursor(after)
         if search is not None and len(search) > 200:
             raise BadInput("search must be at most 200 characters")
         where = ["true"]
@@ -67,21 +70,10 @@ class DirectoryQuery:
             args.append(f"%{escaped}%")
             where.append(f"name ILIKE ${len(args)}")
         total = await ctx.db.fetchval(f"SELECT count(*) FROM read.tenants WHERE {' AND '.join(where)}", *args)
-        if cursor:
-            args += [cursor[0], cursor[1]]
-            where.append(f"(created_at, tenant_id) > (${len(args) - 1}::timestamptz, ${len(args)})")
-        args.append(limit + 1)
-        rows = await ctx.db.fetch(
-            f"SELECT * FROM read.tenants WHERE {' AND '.join(where)} ORDER BY created_at, tenant_id LIMIT ${len(args)}",
-            *args,
-        )
-        edges = [
-            TenantEdge(cursor=encode_cursor(r["created_at"].isoformat(), r["tenant_id"]), node=Tenant.from_row(r))
-            for r in rows[:limit]
-        ]
+        rows, info = await _TENANTS.page(ctx.db, where, args, first, after)
         return TenantConnection(
-            edges=edges,
-            page_info=PageInfo(has_next_page=len(rows) > limit, end_cursor=edges[-1].cursor if edges else None),
+            edges=[TenantEdge(cursor=_TENANTS.cursor(r), node=Tenant.from_row(r)) for r in rows],
+            page_info=info,
             total_count=int(total or 0),
         )
 
@@ -116,6 +108,10 @@ class DirectoryQuery:
                 return None
             row = await ctx.db.fetchrow("SELECT * FROM read.channels WHERE tenant_id = $1 AND id = $2", tenant.key, raw)
             return Channel.from_row(row) if row else None
+        if type_name == "Report":
+            from api.reports.queries import report
+
+            return await report(ctx, ids.scope(raw), raw) if await load_tenant(ctx, ids.scope(raw)) else None
         if type_name in _TENANT_OBJECTS:
             from api.publishing.types import Campaign, Post
 

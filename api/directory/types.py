@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +15,7 @@ from strawberry.types import Info
 from api import ids
 from api.access import INHERITED, inherit_permissions, secured
 from api.context import Context
+from api.inputs import instant
 from api.metrics.enums import Granularity
 from api.pagination import PageInfo
 from domain.channel import ChannelHealth as DomainChannelHealth
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
         PostFilter,
         Strategy,
     )
+    from api.reports.types import ReportConnection
 
 _PUBLISHING = "api.publishing.types"
 _MODERATION = "api.moderation.types"
@@ -193,7 +197,7 @@ class Tenant(Node):
     ) -> Annotated[Strategy, strawberry.lazy(_PUBLISHING)] | None:
         from api.publishing import queries
 
-        return await queries.strategy(info.context, self.key, at)
+        return await queries.strategy(info.context, self.key, instant(at, self.timezone))
 
     @strawberry.field(**secured(Permission.SEE, tenant_field=True))
     async def strategy_versions(
@@ -221,7 +225,7 @@ class Tenant(Node):
     ) -> Annotated[PostConnection, strawberry.lazy(_PUBLISHING)]:
         from api.publishing import queries
 
-        return await queries.posts(info.context, self.key, first, after, filter)
+        return await queries.posts(info.context, self.key, first, after, filter, self.timezone)
 
     @strawberry.field(**secured(Permission.SEE, tenant_field=True))
     async def calendar(
@@ -232,7 +236,7 @@ class Tenant(Node):
     ) -> list[Annotated[CalendarEntry, strawberry.lazy(_PUBLISHING)]]:
         from api.publishing import queries
 
-        return await queries.calendar(info.context, self.key, from_, to)
+        return await queries.calendar(info.context, self.key, instant(from_, self.timezone), instant(to, self.timezone))
 
     @strawberry.field(**secured(Permission.SEE, tenant_field=True))
     async def moderation_policy(
@@ -263,7 +267,9 @@ class Tenant(Node):
     ) -> Annotated[ModerationStats, strawberry.lazy(_MODERATION)]:
         from api.moderation import queries
 
-        return await queries.moderation_stats(info.context, self.key, from_, to)
+        return await queries.moderation_stats(
+            info.context, self.key, instant(from_, self.timezone), instant(to, self.timezone)
+        )
 
     @strawberry.field(**secured(Permission.SEE, tenant_field=True))
     async def kpis(
@@ -271,7 +277,7 @@ class Tenant(Node):
     ) -> list[Annotated[KpiProgress, strawberry.lazy("api.metrics.queries")]]:
         from api.metrics import queries
 
-        return await queries.kpis(info.context, self.key, at)
+        return await queries.kpis(info.context, self.key, at and instant(at, self.timezone))
 
     @strawberry.field(**secured(Permission.SEE, tenant_field=True))
     async def metric_series(
@@ -288,6 +294,14 @@ class Tenant(Node):
         return await queries.metric_series(
             info.context, self.key, self.timezone, metric, channel_id, from_, to, granularity
         )
+
+    @strawberry.field(**secured(Permission.SEE, tenant_field=True))
+    async def reports(
+        self, info: Info[Context, None], first: int | None = 20, after: str | None = None
+    ) -> Annotated[ReportConnection, strawberry.lazy("api.reports.types")]:
+        from api.reports import queries
+
+        return await queries.reports(info.context, self.key, first, after)
 
     @strawberry.field(**secured(Permission.SEE, tenant_field=True))
     async def channels(self, info: Info[Context, None]) -> list[Channel]:
@@ -307,7 +321,7 @@ class Tenant(Node):
     ) -> Annotated[HistoryConnection, strawberry.lazy("api.history.types")]:
         from api.history.queries import tenant_history
 
-        return await tenant_history(info, self.key, first, after, filter)
+        return await tenant_history(info, self.key, first, after, filter, self.timezone)
 
     @strawberry.field(**secured(Permission.AUDIT, tenant_field=True))
     async def as_of(
@@ -350,6 +364,17 @@ class Session:
     user: User
 
 
+class SharedLoader(DataLoader[Any, Any]):
+    """A DataLoader whose loads survive one of their awaiters being cancelled.
+
+    A load's future is cached and shared by every field that asks for the same key; when a sibling field fails,
+    the executor cancels the fields still running, and cancelling one awaiter of a bare future cancels it for all:
+    the others then raised CancelledError, which escaped the executor as a 500."""
+
+    def load(self, key: Any) -> Awaitable[Any]:
+        return asyncio.shield(super().load(key))
+
+
 def loader(ctx: Context, name: str, batch: Any) -> DataLoader[Any, Any]:
     """A per-request DataLoader, created on first use."""
     if name not in ctx.loaders:
@@ -357,7 +382,7 @@ def loader(ctx: Context, name: str, batch: Any) -> DataLoader[Any, Any]:
         async def load(keys: list[Any]) -> list[Any]:
             return await batch(ctx, keys)
 
-        ctx.loaders[name] = DataLoader(load_fn=load)
+        ctx.loaders[name] = SharedLoader(load_fn=load)
     return ctx.loaders[name]  # type: ignore[no-any-return]
 
 

@@ -10,13 +10,16 @@ from api import ids
 from api.context import Context
 from api.errors import BadInput
 from api.history.types import HistoryConnection, HistoryEdge, HistoryEvent, HistoryFilter, HistoryVerification
+from api.inputs import instant
 from api.pagination import PageInfo, decode_cursor, encode_cursor, page_size
 from projections.audit import verify_recorded
 
 
 async def tenant_history(
-    info: Info[Context, None], key: str, first: int | None, after: str | None, flt: HistoryFilter | None
+    info: Info[Context, None], key: str, first: int | None, after: str | None, flt: HistoryFilter | None,
+    timezone: str = "UTC",
 ) -> HistoryConnection:
+    """A page of the tenant's events in order (a filter time without an offset is the tenant's)."""
     ctx = info.context
     limit = page_size(first)
     where = ["tenant_id = $1"]
@@ -26,9 +29,9 @@ async def tenant_history(
         args.append(value)
         return f"${len(args)}"
 
-    cursor = decode_cursor(after)
+    cursor = decode_cursor(after, "seq")
     if cursor:
-        where.append(f"seq > {arg(int(cursor[0]))}")
+        where.append(f"seq > {arg(cursor[0])}")
     if flt is not None:
         if flt.types:
             where.append(f"type = ANY({arg(list(flt.types))})")
@@ -37,12 +40,13 @@ async def tenant_history(
             where.append(f"aggregate_id = {arg(raw)}")
         if flt.actor:
             where.append(f"actor = {arg(flt.actor)}")
-        if flt.from_ and flt.to and flt.from_ > flt.to:
+        start, end = (instant(t, timezone) if t else None for t in (flt.from_, flt.to))
+        if start and end and start > end:
             raise BadInput("filter.from must not be after filter.to")
-        if flt.from_:
-            where.append(f"occurred_at >= {arg(flt.from_)}")
-        if flt.to:
-            where.append(f"occurred_at < {arg(flt.to)}")
+        if start:
+            where.append(f"occurred_at >= {arg(start)}")
+        if end:
+            where.append(f"occurred_at < {arg(end)}")
     rows = await ctx.db.fetch(
         f"SELECT * FROM read.history WHERE {' AND '.join(where)} ORDER BY seq LIMIT {arg(limit + 1)}", *args
     )

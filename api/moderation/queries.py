@@ -17,7 +17,7 @@ from api.moderation.types import (
     ModerationPolicy,
     ModerationStats,
 )
-from api.pagination import PageInfo, decode_cursor, encode_cursor, page_size
+from api.pagination import Keyset, page_size
 from domain.moderation import DEFAULT_TERMS
 
 
@@ -55,29 +55,20 @@ def _filter(key: str, flt: ModerationFilter | None, args: list[Any]) -> list[str
     return where
 
 
+_QUEUE = Keyset("read.interactions", at="received_at", descending=True)
+
+
 async def moderation_queue(
     ctx: Context, key: str, first: int | None, after: str | None, flt: ModerationFilter | None
 ) -> InteractionConnection:
-    limit = page_size(first)
+    page_size(first)  # a bad `first` is refused before anything is read
     args: list[Any] = []
     where = _filter(key, flt, args)
     total = await ctx.db.fetchval(f"SELECT count(*) FROM read.interactions WHERE {' AND '.join(where)}", *args)
-    cursor = decode_cursor(after)
-    if cursor:
-        args += [cursor[0], cursor[1]]
-        where.append(f"(received_at, id) < (${len(args) - 1}::timestamptz, ${len(args)})")
-    args.append(limit + 1)
-    rows = await ctx.db.fetch(
-        f"SELECT * FROM read.interactions WHERE {' AND '.join(where)} ORDER BY received_at DESC, id DESC "
-        f"LIMIT ${len(args)}",
-        *args,
-    )
-    edges = [InteractionEdge(cursor=encode_cursor(r["received_at"].isoformat(), r["id"]), node=Interaction.from_row(r))
-             for r in rows[:limit]]
+    rows, info = await _QUEUE.page(ctx.db, where, args, first, after)
     return InteractionConnection(
-        edges=edges,
-        page_info=PageInfo(has_next_page=len(rows) > limit, end_cursor=edges[-1].cursor if edges else None),
-        total_count=int(total or 0),
+        edges=[InteractionEdge(cursor=_QUEUE.cursor(r), node=Interaction.from_row(r)) for r in rows],
+        page_info=info, total_count=int(total or 0),
     )
 
 

@@ -207,7 +207,8 @@ class Interaction(Node):
 
 
 async def _posts_by_id(ctx: Context, keys: list[str]) -> list[Post | None]:
-    rows = await ctx.db.fetch("SELECT * FROM read.posts WHERE id = ANY($1)", keys)
+    rows = await ctx.db.fetch("SELECT * FROM read.posts WHERE tenant_id = ANY($2) AND id = ANY($1)", keys,
+                              sorted({ids.scope(k) for k in keys}))
     found = {r["id"]: Post.from_row(r) for r in rows}
     return [found.get(k) for k in keys]
 

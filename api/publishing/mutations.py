@@ -15,7 +15,9 @@ from api.access import UserError, actor_of, inherit_permissions, record_denial, 
 from api.commands import CommandResult, execute
 from api.context import Context
 from api.directory.mutations import TenantPayload, tenant_key_of, tenant_payload
+from api.directory.types import load_tenant
 from api.errors import ApiError, Forbidden
+from api.inputs import instant
 from api.publishing.types import Campaign, Intent, Post, Strategy, Temperature
 from domain.app import Outcome
 from domain.errors import InvalidInput
@@ -204,6 +206,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
+async def _timezone(ctx: Context, key: str) -> str:
+    """The tenant's time zone: a deadline or a campaign date without an offset is a wall-clock time there (as for
+    scheduling), so that every stored instant compares with the others."""
+    tenant = await load_tenant(ctx, key)
+    return tenant.timezone if tenant else "UTC"
+
+
 def post_key(post_id: str) -> tuple[str, str]:
     """(raw post id, its tenant key) of a postId argument."""
     raw = ids.raw(post_id, "Post", "postId")
@@ -286,12 +295,13 @@ class PublishingMutation:
         key = tenant_key_of(input.tenant_id)
         p = await require(ctx, key, Permission.REVISE_STRATEGY, "reviseStrategy")
         domain = ctx.services.domain
+        timezone = await _timezone(ctx, key)
 
         def command() -> Outcome[int]:
             objectives = [
                 Objective(title=o.title, intent=o.intent.value, metric=o.metric, target=o.target,
                           channel_id=input_id(o.channel_id, "Channel", f"objectives.{i}.channelId"),
-                          baseline=o.baseline, deadline=o.deadline)
+                          baseline=o.baseline, deadline=o.deadline and instant(o.deadline, timezone))
                 for i, o in enumerate(input.objectives)
             ]
             personas = [
@@ -333,11 +343,13 @@ class PublishingMutation:
         key = tenant_key_of(input.tenant_id)
         p = await require(ctx, key, Permission.DRAFT, "createCampaign")
         domain = ctx.services.domain
+        timezone = await _timezone(ctx, key)
+        starts_at, ends_at = (t and instant(t, timezone) for t in (input.starts_at, input.ends_at))
 
         def command() -> Outcome[str]:
             objective_ids = [input_id(o, "Objective", f"objectiveIds.{i}") or ""
                              for i, o in enumerate(input.objective_ids or [])]
-            return domain.create_campaign(key, input.name, input.hashtag, input.starts_at, input.ends_at,
+            return domain.create_campaign(key, input.name, input.hashtag, starts_at, ends_at,
                                           objective_ids, input.budget)
 
         result = await execute(

@@ -9,7 +9,8 @@ from typing import Any
 from api import ids
 from api.context import Context
 from api.errors import BadInput
-from api.pagination import PageInfo, decode_cursor, encode_cursor, page_size
+from api.inputs import instant
+from api.pagination import Keyset, page_size
 from api.publishing.types import (
     CalendarEntry,
     Campaign,
@@ -59,24 +60,14 @@ async def strategy_versions(ctx: Context, key: str) -> list[Strategy]:
     return [Strategy.from_row(r) for r in rows]
 
 
+_CAMPAIGNS = Keyset("read.campaigns")
+_POSTS = Keyset("read.posts", descending=True)
+
+
 async def campaigns(ctx: Context, key: str, first: int | None, after: str | None) -> CampaignConnection:
-    limit = page_size(first)
-    cursor = decode_cursor(after)
-    args: list[Any] = [key]
-    where = "tenant_id = $1"
-    if cursor:
-        args += [cursor[0], cursor[1]]
-        where += " AND (created_at, id) > ($2::timestamptz, $3)"
-    args.append(limit + 1)
-    rows = await ctx.db.fetch(
-        f"SELECT * FROM read.campaigns WHERE {where} ORDER BY created_at, id LIMIT ${len(args)}", *args
-    )
-    edges = [
-        CampaignEdge(cursor=encode_cursor(r["created_at"].isoformat(), r["id"]), node=Campaign.from_row(r))
-        for r in rows[:limit]
-    ]
+    rows, info = await _CAMPAIGNS.page(ctx.db, ["tenant_id = $1"], [key], first, after)
     return CampaignConnection(
-        edges=edges, page_info=PageInfo(has_next_page=len(rows) > limit, end_cursor=edges[-1].cursor if edges else None)
+        edges=[CampaignEdge(cursor=_CAMPAIGNS.cursor(r), node=Campaign.from_row(r)) for r in rows], page_info=info
     )
 
 
@@ -86,8 +77,10 @@ def _raw_in_tenant(value: str, type_name: str, key: str, field: str) -> str | No
     return raw if ids.scope(raw) == key else None
 
 
-async def posts(ctx: Context, key: str, first: int | None, after: str | None, flt: PostFilter | None) -> PostConnection:
-    limit = page_size(first)
+async def posts(ctx: Context, key: str, first: int | None, after: str | None, flt: PostFilter | None,
+                timezone: str = "UTC") -> PostConnection:
+    """A page of the tenant's posts, newest first (a filter time without an offset is the tenant's)."""
+    page_size(first)  # a bad `first` is refused before anything is read
     where = ["tenant_id = $1"]
     args: list[Any] = [key]
 
@@ -103,28 +96,17 @@ async def posts(ctx: Context, key: str, first: int | None, after: str | None, fl
             where.append(f"variants @> {arg(dumps([{'channel_id': channel}]))}::jsonb")
         if flt.campaign_id:
             where.append(f"campaign_id = {arg(_raw_in_tenant(flt.campaign_id, 'Campaign', key, 'filter.campaignId'))}")
-        if flt.from_ and flt.to and flt.from_ > flt.to:
+        start, end = (instant(t, timezone) if t else None for t in (flt.from_, flt.to))
+        if start and end and start > end:
             raise BadInput("filter.from must not be after filter.to")
-        if flt.from_:
-            where.append(f"scheduled_at >= {arg(flt.from_)}")
-        if flt.to:
-            where.append(f"scheduled_at < {arg(flt.to)}")
+        if start:
+            where.append(f"scheduled_at >= {arg(start)}")
+        if end:
+            where.append(f"scheduled_at < {arg(end)}")
     total = await ctx.db.fetchval(f"SELECT count(*) FROM read.posts WHERE {' AND '.join(where)}", *args)
-    cursor = decode_cursor(after)
-    if cursor:
-        where.append(f"(created_at, id) < ({arg(cursor[0])}::timestamptz, {arg(cursor[1])})")
-    rows = await ctx.db.fetch(
-        f"SELECT * FROM read.posts WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC "
-        f"LIMIT {arg(limit + 1)}",
-        *args,
-    )
-    edges = [PostEdge(cursor=encode_cursor(r["created_at"].isoformat(), r["id"]), node=Post.from_row(r))
-             for r in rows[:limit]]
-    return PostConnection(
-        edges=edges,
-        page_info=PageInfo(has_next_page=len(rows) > limit, end_cursor=edges[-1].cursor if edges else None),
-        total_count=int(total or 0),
-    )
+    rows, info = await _POSTS.page(ctx.db, where, args, first, after)
+    return PostConnection(edges=[PostEdge(cursor=_POSTS.cursor(r), node=Post.from_row(r)) for r in rows],
+                          page_info=info, total_count=int(total or 0))
 
 
 async def calendar(ctx: Context, key: str, start: datetime, end: datetime) -> list[CalendarEntry]:

@@ -19,6 +19,7 @@ from api.pagination import PageInfo
 from domain.post import PostStatus as DomainPostStatus
 from domain.post import Temperature as DomainTemperature
 from domain.strategy import Intent as DomainIntent
+from projections import figures
 
 PostStatus = strawberry.enum(DomainPostStatus, name="PostStatus")
 Temperature = strawberry.enum(DomainTemperature, name="Temperature")
@@ -65,7 +66,9 @@ async def load_user(ctx: Context, user_id: str | None) -> User | None:
 
 
 async def _channels_by_id(ctx: Context, keys: list[str]) -> list[Channel | None]:
-    rows = await ctx.db.fetch("SELECT * FROM read.channels WHERE id = ANY($1)", keys)
+    # By (tenant, id), the table's key: by id alone the lookup read every tenant's channels (bench B5b).
+    rows = await ctx.db.fetch("SELECT * FROM read.channels WHERE tenant_id = ANY($2) AND id = ANY($1)", keys,
+                              sorted({ids.scope(k) for k in keys}))
     found = {r["id"]: Channel.from_row(r) for r in rows}
     return [found.get(k) for k in keys]
 
@@ -215,8 +218,14 @@ class CampaignConnection:
 
 
 async def _campaigns_by_id(ctx: Context, keys: list[str]) -> list[Campaign | None]:
-    rows = await ctx.db.fetch("SELECT * FROM read.campaigns WHERE id = ANY($1)", keys)
+    rows = await ctx.db.fetch("SELECT * FROM read.campaigns WHERE tenant_id = ANY($2) AND id = ANY($1)", keys,
+                              sorted({ids.scope(k) for k in keys}))
     found = {r["id"]: Campaign.from_row(r) for r in rows}
+    return [found.get(k) for k in keys]
+
+
+async def _engagement_by_post(ctx: Context, keys: list[str]) -> list[figures.Rate | None]:
+    found = await figures.engagement_by_post(ctx.db, keys)
     return [found.get(k) for k in keys]
 
 
@@ -298,6 +307,17 @@ class Post(Node):
         if not self.row["campaign_id"]:
             return None
         return await loader(info.context, "campaigns", _campaigns_by_id).load(self.row["campaign_id"])  # type: ignore[no-any-return]
+
+    @strawberry.field(**secured(INHERITED), description="Engagements on every channel, as last measured.")
+    async def engagements(self, info: Info[Context, None]) -> float | None:
+        rate = await loader(info.context, "post_engagement", _engagement_by_post).load(self.row["id"])
+        return rate.engagements if rate else None
+
+    @strawberry.field(**secured(INHERITED), description=(
+        "Engagements over impressions (reach where impressions are missing); null until both are measured."))
+    async def engagement_rate(self, info: Info[Context, None]) -> float | None:
+        rate = await loader(info.context, "post_engagement", _engagement_by_post).load(self.row["id"])
+        return rate.value if rate else None
 
     @strawberry.field(**secured(INHERITED))
     def variants(self) -> list[PostVariant]:

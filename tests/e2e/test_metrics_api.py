@@ -132,3 +132,30 @@ def test_series_follow_the_tenants_calendar_across_a_daylight_saving_change(
     rate = admin.data(SERIES, {**window, "m": "engagement_rate", "g": "DAY"})["tenant"]["metricSeries"]
     assert rate == [{"at": "2026-10-19T22:00:00+00:00", "value": 0.05},
                     {"at": "2026-10-20T22:00:00+00:00", "value": 0.05}]
+
+
+DRAFT = "mutation($i: DraftPostInput!) { draftPost(input: $i) { post { id } } }"
+POST = "query($id: ID!) { node(id: $id) { ... on Post { engagements engagementRate } } }"
+
+
+def test_a_posts_engagement_rate_is_its_engagements_over_impressions_or_reach(
+    admin: Client, tenant: dict[str, Any]
+) -> None:
+    a, b = tenant["channels"]
+    posts = [admin.data(DRAFT, {"i": {"tenantId": tenant["id"], "variants": [
+        {"channelId": a, "body": f"Post {n}"}, {"channelId": b, "body": f"Post {n}"}]}})["draftPost"]["post"]["id"]
+        for n in range(3)]
+    at = datetime(2026, 10, 2, 9, tzinfo=UTC)
+    record(admin, tenant, [
+        # Post 0 on both channels: (30 + 10) / (400 + 100).
+        obs(a, "engagements", 30, at, postId=posts[0]), obs(a, "impressions", 400, at, postId=posts[0]),
+        obs(b, "engagements", 10, at, postId=posts[0]), obs(b, "impressions", 100, at, postId=posts[0]),
+        # Post 1: no impressions, so reach: 12 / 80.
+        obs(a, "engagements", 12, at, postId=posts[1]), obs(a, "reach", 80, at, postId=posts[1]),
+        # Post 2: engagements only (as Mastodon counts them): no rate.
+        obs(a, "engagements", 7, at, postId=posts[2]),
+    ])
+    figures = [admin.data(POST, {"id": p})["node"] for p in posts]
+    assert figures == [{"engagements": 40, "engagementRate": 0.08},
+                       {"engagements": 12, "engagementRate": 0.15},
+                       {"engagements": 7, "engagementRate": None}]

@@ -53,16 +53,6 @@ def person(admin: Client, tenant_id: str, role: str) -> tuple[Client, str]:
     return admin.login(address), address
 
 
-def eventually(check: Any, within: float = 30, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s (last value {value!r})")
-        time.sleep(every)
-
 
 @pytest.fixture(scope="module")
 def tenant(admin: Client) -> dict[str, Any]:

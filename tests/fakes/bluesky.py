@@ -1,4 +1,7 @@
-"""A fake Bluesky PDS: XRPC createSession, createRecord, getRecord and listNotifications, with their error shapes."""
+"""A fake Bluesky PDS: XRPC createSession, createRecord, getRecord and listNotifications, with their error shapes.
+
+And the AppView queries the PDS proxies: getProfile (the account's counts) and getPosts (each post's counts of
+likes, reposts, replies and quotes, kept as the AppView counts them)."""
 
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from tests.fakes import Fault, Faults, answered
 
 POST = "app.bsky.feed.post"
 APP_PASSWORD = "abcd-efgh-ijkl-mnop"
+GET_POSTS_MAX = 25  # the lexicon's maximum of `uris`
+COUNTS = ("likeCount", "repostCount", "replyCount", "quoteCount")
 TID = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
 MESSAGES = {
     "AuthenticationRequired": "Invalid identifier or password",
@@ -44,6 +49,8 @@ class FakeBluesky:
                 Route("/xrpc/com.atproto.repo.createRecord", self.create_record, methods=["POST"]),
                 Route("/xrpc/com.atproto.repo.getRecord", self.get_record),
                 Route("/xrpc/app.bsky.notification.listNotifications", self.list_notifications),
+                Route("/xrpc/app.bsky.actor.getProfile", self.get_profile),
+                Route("/xrpc/app.bsky.feed.getPosts", self.get_posts),
             ]
         )
         self.reset()
@@ -59,6 +66,9 @@ class FakeBluesky:
         self.listings: list[dict[str, list[str]]] = []  # the query of each listNotifications request
         self._rkeys = itertools.count(1)
         self._indexed = datetime.now(UTC)
+        self.followers = 0
+        self.counts: dict[str, Counter[str]] = {}  # rkey of our post -> likeCount, repostCount, ...
+        self.post_queries: list[list[str]] = []  # the `uris` of each getPosts request
 
     @property
     def created(self) -> int:
@@ -98,17 +108,42 @@ class FakeBluesky:
             "root": {"uri": root or parent, "cid": _cid({"uri": root or parent})},
             "parent": {"uri": parent, "cid": _cid({"uri": parent})},
         }
+        self._count(parent, "replyCount")  # the AppView counts the direct replies of a post
         return self._notify("reply", handle, {"text": text, "reply": reply}, subject=parent)
 
     def add_quote(self, handle: str, text: str, quoted: str) -> dict[str, Any]:
         """Someone quotes the post at `quoted` with their own text."""
         embed = {"$type": "app.bsky.embed.record", "record": {"uri": quoted, "cid": _cid({"uri": quoted})}}
+        self._count(quoted, "quoteCount")
         return self._notify("quote", handle, {"text": text, "embed": embed}, subject=quoted)
 
     def add_like(self, handle: str, liked: str) -> dict[str, Any]:
         """Someone likes the post at `liked`: a notification that is not an interaction to moderate."""
         record = {"$type": "app.bsky.feed.like", "subject": {"uri": liked, "cid": _cid({"uri": liked})}}
+        self._count(liked, "likeCount")
         return self._notify("like", handle, record, subject=liked, collection="app.bsky.feed.like")
+
+    def add_repost(self, handle: str, reposted: str) -> dict[str, Any]:
+        """Someone reposts the post at `reposted`."""
+        record = {"$type": "app.bsky.feed.repost", "subject": {"uri": reposted, "cid": _cid({"uri": reposted})}}
+        self._count(reposted, "repostCount")
+        return self._notify("repost", handle, record, subject=reposted, collection="app.bsky.feed.repost")
+
+    def add_follower(self, handle: str) -> dict[str, Any]:
+        """Someone follows the account."""
+        self.followers += 1
+        record = {"$type": "app.bsky.graph.follow", "subject": self.did}
+        return self._notify("follow", handle, record, collection="app.bsky.graph.follow")
+
+    def delete_post(self, uri: str) -> None:
+        """The account deletes one of its posts: the AppView leaves it out from then on."""
+        del self.records[uri.rsplit("/", maxsplit=1)[-1]]
+
+    def _count(self, uri: str, counter: str) -> None:
+        """One more like, repost, reply or quote on the post at `uri`, if it is one of the account's."""
+        rkey = uri.removeprefix(f"at://{self.did}/{POST}/")
+        if rkey != uri and rkey in self.records:
+            self.counts.setdefault(rkey, Counter())[counter] += 1
 
     def _notify(
         self, reason: str, handle: str, record: dict[str, Any], subject: str | None = None, collection: str = POST
@@ -154,6 +189,39 @@ class FakeBluesky:
         if page:
             body["cursor"] = page[-1]["indexedAt"]
         return JSONResponse(body)
+
+    async def get_profile(self, request: Request) -> Response:
+        fault = self.faults.take("getProfile")
+        response = _answer(fault) or self._unauthorised(request) or self._profile(request)
+        return await answered(request, fault, response)
+
+    async def get_posts(self, request: Request) -> Response:
+        self.post_queries.append(request.query_params.getlist("uris"))
+        fault = self.faults.take("getPosts")
+        response = _answer(fault) or self._unauthorised(request) or self._posts(request)
+        return await answered(request, fault, response)
+
+    def _profile(self, request: Request) -> Response:
+        if request.query_params.get("actor") not in (self.did, self.handle):
+            return _error(400, "InvalidRequest", "Profile not found")
+        counts = {"followersCount": self.followers, "followsCount": 0, "postsCount": len(self.records)}
+        return JSONResponse({"did": self.did, "handle": self.handle, "displayName": "Parvis demo", **counts})
+
+    def _posts(self, request: Request) -> Response:
+        """The views of the posts asked for, in that order; a post that does not exist (any more) is left out."""
+        uris = request.query_params.getlist("uris")
+        if len(uris) > GET_POSTS_MAX:
+            return _error(400, "InvalidRequest", f"uris must not have more than {GET_POSTS_MAX} elements")
+        views = []
+        for uri in uris:
+            rkey = uri.removeprefix(f"at://{self.did}/{POST}/")
+            record = self.records.get(rkey) if rkey != uri else None
+            if record is not None:
+                counts = self.counts.get(rkey, Counter())
+                author = {"did": self.did, "handle": self.handle}
+                view = {"uri": uri, "cid": _cid(record), "author": author, "record": record}
+                views.append({**view, **{c: counts[c] for c in COUNTS}, "indexedAt": record["createdAt"]})
+        return JSONResponse({"posts": views})
 
     async def _login(self, request: Request) -> Response:
         body = await request.json()

@@ -1,7 +1,8 @@
 """A fake Mastodon instance, as docs.joinmastodon.org has it.
 
-`verify_credentials`, `POST /api/v1/statuses` and `GET /api/v1/notifications` (with `types[]`, `max_id`,
-`since_id`, `min_id`, `limit` and the Link header that the instance's controller writes).
+`verify_credentials` (with the account's counts), `POST /api/v1/statuses`, `GET /api/v1/statuses/:id` (with the
+counts of favourites, boosts and replies, kept as the instance keeps them) and `GET /api/v1/notifications` (with
+`types[]`, `max_id`, `since_id`, `min_id`, `limit` and the Link header that the instance's controller writes).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class FakeMastodon:
             routes=[
                 Route("/api/v1/accounts/verify_credentials", self.verify_credentials),
                 Route("/api/v1/statuses", self.post_status, methods=["POST"]),
+                Route("/api/v1/statuses/{id}", self.get_status),
                 Route("/api/v1/notifications", self.list_notifications),
             ]
         )
@@ -53,6 +55,8 @@ class FakeMastodon:
         self.listings: list[dict[str, list[str]]] = []  # the query of each notifications request
         self._notification_ids = itertools.count(41_000_001)
         self._remote_ids = itertools.count(113_000_000_000_000_001)
+        self.followers = 0
+        self.status_reads: list[str] = []  # the id of each GET /api/v1/statuses/:id
 
     @property
     def created(self) -> int:
@@ -61,6 +65,13 @@ class FakeMastodon:
     async def verify_credentials(self, request: Request) -> Response:
         fault = self.faults.take("verify_credentials")
         response = _answer(fault) or self._unauthorised(request) or self._account(request)
+        return await answered(request, fault, response)
+
+    async def get_status(self, request: Request) -> Response:
+        status_id = request.path_params["id"]
+        self.status_reads.append(status_id)
+        fault = self.faults.take("status")
+        response = _answer(fault) or self._unauthorised(request) or self._status(status_id)
         return await answered(request, fault, response)
 
     async def post_status(self, request: Request) -> Response:
@@ -84,6 +95,9 @@ class FakeMastodon:
         status_id = str(next(self._remote_ids))
         now = _timestamp(datetime.now(UTC))
         account = _remote_account(acct)
+        if in_reply_to in self.statuses and visibility in ("public", "unlisted"):
+            # Like the instance's counter caches: private and direct replies are not counted.
+            self.statuses[in_reply_to]["replies_count"] += 1
         status = {
             "id": status_id,
             "created_at": now,
@@ -102,8 +116,26 @@ class FakeMastodon:
 
     def add_favourite(self, acct: str, status_id: str) -> dict[str, Any]:
         """Someone favourites one of the account's statuses: a notification that is not a mention."""
-        account = _remote_account(acct)
-        return self._notify("favourite", account, self.statuses.get(status_id), _timestamp(datetime.now(UTC)))
+        return self._count("favourite", "favourites_count", acct, status_id)
+
+    def add_reblog(self, acct: str, status_id: str) -> dict[str, Any]:
+        """Someone boosts one of the account's statuses."""
+        return self._count("reblog", "reblogs_count", acct, status_id)
+
+    def add_follower(self, acct: str) -> dict[str, Any]:
+        """Someone follows the account."""
+        self.followers += 1
+        return self._notify("follow", _remote_account(acct), None, _timestamp(datetime.now(UTC)))
+
+    def delete_status(self, status_id: str) -> None:
+        """The account deletes one of its statuses: reading it is a 404 from now on."""
+        del self.statuses[status_id]
+
+    def _count(self, kind: str, counter: str, acct: str, status_id: str) -> dict[str, Any]:
+        status = self.statuses.get(status_id)
+        if status is not None:
+            status[counter] += 1
+        return self._notify(kind, _remote_account(acct), status, _timestamp(datetime.now(UTC)))
 
     def _notify(self, kind: str, account: dict[str, Any], status: dict[str, Any] | None, at: str) -> dict[str, Any]:
         note_id = str(next(self._notification_ids))
@@ -148,7 +180,19 @@ class FakeMastodon:
 
     def _account(self, request: Request) -> Response:
         account = {"id": "1", "username": self.username, "acct": self.username, "display_name": "Parvis demo"}
-        return JSONResponse({**account, "url": f"{_base(request)}/@{self.username}"})
+        # Like the instance's counter caches: direct messages are not counted among the statuses.
+        counts = {
+            "followers_count": self.followers,
+            "following_count": 0,
+            "statuses_count": sum(s["visibility"] != "direct" for s in self.statuses.values()),
+        }
+        return JSONResponse({**account, **counts, "url": f"{_base(request)}/@{self.username}"})
+
+    def _status(self, status_id: str) -> Response:
+        status = self.statuses.get(status_id)
+        if status is None:
+            return _error(404, "Record not found")
+        return JSONResponse(status)
 
     async def _post(self, request: Request, key: str | None) -> Response:
         if key in self._by_key:  # Mastodon answers a repeated key with the status it made the first time
@@ -170,6 +214,9 @@ class FakeMastodon:
             "visibility": visibility,
             "content": f"<p>{html.escape(text)}</p>",
             "account": {"id": "1", "username": self.username, "acct": self.username},
+            "replies_count": 0,
+            "reblogs_count": 0,
+            "favourites_count": 0,
         }
         self.statuses[status_id] = status
         if key:

@@ -11,7 +11,7 @@ from tests.fakes.mastodon import FakeMastodon
 from tests.integration.connector_support import CLOSED, POST, failure
 from workers.connectors import bluesky as bluesky_module
 from workers.connectors import mastodon as mastodon_module
-from workers.connectors.base import ChannelRef, FailureKind
+from workers.connectors.base import ChannelRef, FailureKind, Fetched
 from workers.connectors.bluesky import BlueskyConnector
 from workers.connectors.mastodon import MastodonConnector, plain_text
 from workers.connectors.sandbox import SandboxConnector, interactions_for
@@ -101,6 +101,23 @@ def test_a_mastodon_status_html_is_stripped_to_plain_text(mastodon: tuple[FakeMa
         "@parvis_demo Prix & délais ?\nMerci <3\n\nVu ici : https://shop.example/collection/ete-2025"
     )
     assert plain_text("<p>a</p><p>b<br>c</p>") == "a\n\nb\nc"
+
+
+def test_text_postgresql_cannot_store_is_made_storable_whatever_the_platform(
+    mastodon: tuple[FakeMastodon, ChannelRef],
+) -> None:
+    # Given a mention whose text carries NULs (HTML-escaped and raw)
+    fake, channel = mastodon
+    fake.add_mention("nul@other.example", "", content="<p>avant&#0;apr\u00e8s\x00 fin</p>")
+    # When it is fetched
+    [fetched] = MastodonConnector().fetch_interactions(channel, None, []).items
+    # Then what is kept can be stored in PostgreSQL text (no NUL, valid UTF-8), and nothing else changed; a lone
+    # surrogate (as JSON can carry one) becomes U+FFFD
+    assert "\x00" not in fetched.text
+    fetched.text.encode("utf-8")
+    assert fetched.text == "avant\ufffdaprès fin"  # &#0; is U+FFFD in HTML; the raw NUL is dropped
+    assert Fetched("COMMENT", "id\x00", "@a\x00", "x\udfff", datetime.now(UTC), "p\x00").author == "@a"
+    assert Fetched("COMMENT", "id", "@a", "x\udfff", datetime.now(UTC)).text == "x\ufffd"
 
 
 def test_a_burst_of_mastodon_mentions_is_fetched_whole_and_once(mastodon: tuple[FakeMastodon, ChannelRef]) -> None:

@@ -46,3 +46,16 @@ async def test_the_demo_loads_once_with_a_strategy_a_campaign_and_posts_in_every
     rows = await conn.fetch("SELECT author_id, approvals FROM read.posts WHERE tenant_id = ANY($1)", keys)
     for row in rows:
         assert all(a["by"] != row["author_id"] for a in json.loads(row["approvals"]))
+    # And the month's report, asked for once per tenant (the workers make it); made here as they would
+    reports = await conn.fetch("SELECT tenant_id, period_start, period_end, status FROM read.reports "
+                               "WHERE tenant_id = ANY($1)", keys)
+    assert sorted(r["tenant_id"] for r in reports) == sorted(keys)
+    from workers.reports import collect, render
+
+    first = reports[0]
+    data = await collect(conn, first["tenant_id"], first["period_start"], first["period_end"])
+    assert len(data.kpis) == len(next(t for t in TENANTS if t.name == data.tenant).strategy.objectives)
+    assert all(k.current is not None for k in data.kpis)  # every objective has its month of figures
+    html, pdf = render(data)
+    assert html.content.count(b'class="chart kpi-chart"') == len(data.kpis)
+    assert pdf.content.startswith(b"%PDF-")

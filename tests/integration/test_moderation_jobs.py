@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +11,7 @@ import asyncpg
 import pytest
 
 from api import ids
-from tests.support import Client
+from tests.support import Client, eventually
 
 CREATE = "mutation($i: CreateTenantInput!) { createTenant(input: $i) { tenant { id } } }"
 CONNECT = "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { channel { id } } }"
@@ -28,16 +27,6 @@ QUEUE = """query($id: ID!) { tenant(id: $id) { crisisSuggestion { reason figures
   moderationQueue(first: 100) { edges { node { id externalId text author status breached sentiment spamScore language
     decisions { decision ruleId actor } history { type data } } } } } }"""
 
-
-def eventually(check: Callable[[], Any], within: float = 40, every: float = 0.2) -> Any:
-    import time
-
-    deadline = time.monotonic() + within
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        time.sleep(every)
-    return value
 
 
 def at(seconds_ago: float = 0) -> str:

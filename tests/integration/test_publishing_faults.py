@@ -17,7 +17,7 @@ import pytest
 from api import ids
 from tests.fakes import serve
 from tests.fakes.mastodon import FakeMastodon
-from tests.support import Client, parvis, process_env
+from tests.support import Client, eventually, parvis, process_env
 
 TOKEN = "mastodon-test-token"
 CREATE = "mutation($i: CreateTenantInput!) { createTenant(input: $i) { tenant { id } } }"
@@ -60,14 +60,6 @@ def start_worker(settings: Any, redis_url: str) -> Iterator[Callable[[], subproc
             proc.kill()
             proc.wait()
 
-
-def eventually(check: Callable[[], Any], within: float = 40) -> Any:
-    deadline = time.monotonic() + within
-    while (value := check()) in (None, False, 0):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        time.sleep(0.1)
-    return value
 
 
 def scheduled_post(admin: Client, base_url: str, body: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Client, parvis, process_env
+from tests.support import Client, eventually, parvis, process_env
 
 CONNECT = (
     "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { channel { id health } userErrors { code } } }"
@@ -20,17 +20,6 @@ CONNECT = (
 CHANNELS = "query($id: ID!) { tenant(id: $id) { channels { id handle health } } }"
 CREATE = "mutation($i: CreateTenantInput!) { createTenant(input: $i) { tenant { id } } }"
 
-
-def eventually(check: Callable[[], Any], within: float = 30, every: float = 0.2) -> Any:
-    """Poll until `check` returns a truthy value (bounded)."""
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s (last value {value!r})")
-        time.sleep(every)
 
 
 def health(admin: Client, tenant_id: str, handle: str) -> str:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from enum import Enum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import httpx
 
 
 class Health(str, Enum):
@@ -82,6 +87,24 @@ class Fetched:
     received_at: datetime  # timezone-aware
     in_reply_to: str | None = None  # the platform id of OUR post it answers, when it answers one
 
+    def __post_init__(self) -> None:
+        # What a platform sends is stored as it comes, less what PostgreSQL cannot store in text: one NUL in one
+        # comment would stop the read models at its event, for every tenant (the API refuses such input instead).
+        for name in ("external_id", "author", "text", "in_reply_to"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, storable(value))
+
+
+def storable(text: str) -> str:
+    """`text` without NUL characters, and with lone surrogates (invalid UTF-8) replaced by U+FFFD."""
+    text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return text
+
 
 @dataclass(frozen=True)
 class Page:
@@ -111,12 +134,52 @@ class Connector(Protocol):
         ...
 
 
+class Measuring(Protocol):
+    """A connector that measures a channel and its posts (the workers' `pull_metrics` asks those that have it)."""
+
+    def fetch_metrics(self, channel: ChannelRef, published: list[tuple[str, datetime]]) -> list[dict[str, Any]]:
+        """What the platform measures now: one row per post, then one for the channel.
+
+        A post's row is `{"scope": "POST", "external_id", "measured_at", <metric>: <running total>, ...}` with only
+        the counters the platform has (impressions, reach, engagements, likes, shares, replies, quotes, clicks);
+        the channel's is `{"scope": "CHANNEL", "external_id": None, "followers": <level>, "measured_at"}`; other
+        keys are not recorded. A post the platform no longer has gets no row."""
+        ...
+
+
+# Counters of older posts barely move, and their last totals stay recorded: bounding the posts a pull reads keeps
+# it within the platforms' rate limits (Mastodon's default is 300 requests per 5 minutes) however long a channel
+# has been posting.
+MEASURED_FOR = timedelta(days=30)
+MEASURED_POSTS = 100
+
+
 def credential(channel: ChannelRef, key: str) -> str:
     """One required credential of a channel; a missing one means the channel must be reconnected."""
     value = channel.credentials.get(key)
     if not isinstance(value, str) or not value:
         raise ConnectorError(FailureKind.AUTH_EXPIRED, f"the channel's credentials lack '{key}': reconnect it")
     return value
+
+
+def measured(published: list[tuple[str, datetime]], now: datetime) -> list[str]:
+    """The external ids of the posts whose counters a pull reads, oldest first: the newest of the last 30 days."""
+    recent = sorted((p for p in published if now - p[1] <= MEASURED_FOR), key=lambda p: p[1])
+    return [external_id for external_id, _ in recent[-MEASURED_POSTS:]]
+
+
+def json_object(response: httpx.Response, failure: Callable[[httpx.Response], ConnectorError],
+                what: str) -> dict[str, Any]:
+    """The JSON object a platform answered, or the typed failure of its refusal."""
+    if response.status_code != 200:
+        raise failure(response)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ConnectorError(FailureKind.UNKNOWN, f"{what} was answered but not readable")
+    return body
 
 
 def http_url(url: str) -> str:

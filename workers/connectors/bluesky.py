@@ -25,6 +25,8 @@ from workers.connectors.base import (
     VariantRef,
     credential,
     http_url,
+    json_object,
+    measured,
     network_failure,
     parse_retry_after,
     seconds_until,
@@ -39,6 +41,11 @@ LIST_NOTIFICATIONS = "app.bsky.notification.listNotifications"
 PAGE_SIZE = 100  # the lexicon's maximum
 MAX_PAGES = 5
 _KINDS = {"mention": "MENTION", "reply": "REPLY", "quote": "MENTION"}  # the reasons the inbox keeps
+GET_PROFILE = "app.bsky.actor.getProfile"
+GET_POSTS = "app.bsky.feed.getPosts"
+POSTS_PER_CALL = 25  # the lexicon's maximum of `uris`
+# A post view's counters under Parvis' metric names; Bluesky measures no impressions, reach nor clicks.
+COUNTERS = {"likes": "likeCount", "shares": "repostCount", "replies": "replyCount", "quotes": "quoteCount"}
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,42 @@ class BlueskyConnector:
         notes.sort(key=lambda n: _instant(n["indexedAt"]))
         items = [f for f in (_fetched(n, session.did) for n in notes) if f is not None]
         return Page(items, notes[-1]["indexedAt"] if notes else cursor)
+
+    def fetch_metrics(self, channel: ChannelRef, published: list[tuple[str, datetime]]) -> list[dict[str, Any]]:
+        """Each recent post's likes, reposts, replies and quotes (running totals), then the account's followers."""
+        now = datetime.now(UTC)
+        uris = measured(published, now)
+        service = http_url(credential(channel, "service")).rstrip("/")
+        with httpx.Client(timeout=self.timeout) as client:
+            session, fresh = self._session(client, channel)
+
+            def query(method: str, params: dict[str, Any]) -> dict[str, Any]:
+                """An AppView query (the PDS proxies it) with the session, renewed once if it expired."""
+                nonlocal session, fresh
+                response = self._get(client, service, session, method, params)
+                if not fresh and _auth_failed(response):
+                    session, fresh = self._session(client, channel, renew=True)
+                    response = self._get(client, service, session, method, params)
+                return json_object(response, _failure, f"bluesky: {method}")
+
+            profile = query(GET_PROFILE, {"actor": session.did})
+            views: list[Any] = []
+            for start in range(0, len(uris), POSTS_PER_CALL):
+                views += query(GET_POSTS, {"uris": uris[start : start + POSTS_PER_CALL]}).get("posts") or []
+        try:
+            followers = int(profile["followersCount"])
+            # The AppView leaves out the posts it no longer has (deleted since): they get no row.
+            ours = set(uris)
+            rows = [_post_metrics(view, now) for view in views if view["uri"] in ours]
+        except (KeyError, TypeError, ValueError):
+            raise ConnectorError(FailureKind.UNKNOWN, "bluesky: metrics were answered but not readable") from None
+        return [*rows, {"scope": "CHANNEL", "external_id": None, "followers": followers, "measured_at": now}]
+
+    def _get(
+        self, client: httpx.Client, service: str, session: _Session, method: str, params: dict[str, Any]
+    ) -> httpx.Response:
+        auth = {"Authorization": f"Bearer {session.access_jwt}"}
+        return self._call(client, "GET", f"{service}/xrpc/{method}", params=params, headers=auth)
 
     def _list(self, client: httpx.Client, service: str, session: _Session, params: dict[str, Any]) -> httpx.Response:
         auth = {"Authorization": f"Bearer {session.access_jwt}"}
@@ -248,6 +291,13 @@ def _fetched(note: dict[str, Any], did: str) -> Fetched | None:
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ConnectorError(FailureKind.UNKNOWN, "bluesky: a notification was answered but not readable") from None
+
+
+def _post_metrics(view: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A post view's counters as a post's row; its engagements are their sum (what people did with it)."""
+    counts = {metric: int(view[key]) for metric, key in COUNTERS.items() if key in view}
+    engagements = {"engagements": sum(counts.values())} if counts else {}
+    return {"scope": "POST", "external_id": str(view["uri"]), **counts, **engagements, "measured_at": now}
 
 
 def _received(created_at: Any, indexed_at: str) -> datetime:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -20,14 +21,20 @@ from workers.connectors.base import (
     VariantRef,
     credential,
     http_url,
+    json_object,
+    measured,
     network_failure,
     parse_retry_after,
     seconds_until,
 )
 
 NOTIFICATIONS = "/api/v1/notifications"
+ACCOUNT = "/api/v1/accounts/verify_credentials"
+STATUS = "/api/v1/statuses/"
 PAGE_SIZE = 40
 MAX_PAGES = 10  # a burst past 400 mentions between two polls is finished by the next poll, from the cursor
+# A status' counters under Parvis' metric names; Mastodon measures no impressions, reach nor clicks.
+COUNTERS = {"likes": "favourites_count", "shares": "reblogs_count", "replies": "replies_count"}
 
 
 class MastodonConnector:
@@ -39,7 +46,7 @@ class MastodonConnector:
         self.timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
 
     def check(self, channel: ChannelRef) -> CheckResult:
-        response = self._request(channel, "GET", "/api/v1/accounts/verify_credentials")
+        response = self._request(channel, "GET", ACCOUNT)
         if response.status_code == 200:
             return CheckResult(Health.OK, f"mastodon account {channel.handle} reachable")
         if response.status_code == 401:
@@ -85,6 +92,30 @@ class MastodonConnector:
         )
         items = [f for f in map(_fetched, new) if f is not None]
         return Page(items, new[-1]["id"] if new else cursor)
+
+    def fetch_metrics(self, channel: ChannelRef, published: list[tuple[str, datetime]]) -> list[dict[str, Any]]:
+        """Each recent status' favourites, boosts and replies (running totals), then the account's followers."""
+        base = http_url(credential(channel, "base_url")).rstrip("/")
+        headers = {"Authorization": f"Bearer {credential(channel, 'access_token')}"}
+        now = datetime.now(UTC)
+        rows = []
+        with httpx.Client(timeout=self.timeout, headers=headers) as client:
+            account = json_object(self._get(client, base + ACCOUNT), _failure, "mastodon: the account")
+            for status_id in measured(published, now):
+                response = self._get(client, base + STATUS + quote(status_id, safe=""))
+                if response.status_code != 404:  # a status deleted since has no counters any more
+                    rows.append(_post_metrics(status_id, json_object(response, _failure, "mastodon: a status"), now))
+        try:
+            followers = int(account["followers_count"])
+        except (KeyError, TypeError, ValueError):
+            raise ConnectorError(FailureKind.UNKNOWN, "mastodon: the account was answered but not readable") from None
+        return [*rows, {"scope": "CHANNEL", "external_id": None, "followers": followers, "measured_at": now}]
+
+    def _get(self, client: httpx.Client, url: str) -> httpx.Response:
+        try:
+            return client.get(url)
+        except httpx.HTTPError as exc:
+            raise network_failure(self.name, exc) from None
 
     def _forward(self, client: httpx.Client, channel: ChannelRef, url: str, query: dict[str, Any]) -> list[Any]:
         """Pages from `min_id` upwards, each found by the previous page's `prev` link, at most MAX_PAGES."""
@@ -154,6 +185,16 @@ def _fetched(note: dict[str, Any]) -> Fetched | None:
         )
     except (ValueError, KeyError, TypeError):
         raise ConnectorError(FailureKind.UNKNOWN, "mastodon: a mention was answered but not readable") from None
+
+
+def _post_metrics(status_id: str, status: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A status' counters as a post's row; its engagements are their sum (what people did with it)."""
+    try:
+        counts = {metric: int(status[key]) for metric, key in COUNTERS.items() if key in status}
+    except (TypeError, ValueError):
+        raise ConnectorError(FailureKind.UNKNOWN, "mastodon: a status was answered but not readable") from None
+    engagements = {"engagements": sum(counts.values())} if counts else {}
+    return {"scope": "POST", "external_id": status_id, **counts, **engagements, "measured_at": now}
 
 
 class _PlainText(HTMLParser):
