@@ -30,6 +30,7 @@ from strawberry.types.graphql import OperationType
 
 from api.context import ApiConfig
 from api.cost import CostLimiter
+from api.directory.credentials import CredentialsMutation, CredentialsQuery
 from api.directory.mutations import DirectoryMutation
 from api.directory.queries import DirectoryQuery
 from api.directory.types import Agency, Channel, Tenant, User
@@ -54,12 +55,14 @@ OPERATION_SECONDS = Histogram("parvis_graphql_operation_seconds", "GraphQL opera
 
 
 @strawberry.type
-class Query(DirectoryQuery):
+class Query(DirectoryQuery, CredentialsQuery):
     pass
 
 
 @strawberry.type
-class Mutation(DirectoryMutation, PublishingMutation, ModerationMutation, MetricsMutation, ReportsMutation):
+class Mutation(
+    DirectoryMutation, CredentialsMutation, PublishingMutation, ModerationMutation, MetricsMutation, ReportsMutation
+):
     pass
 
 

@@ -297,8 +297,9 @@ class Parvis(ReportCommands, MetricsCommands, ModerationCommands, PublishingComm
         membership.revoke()
         return self.done(membership.id, membership)
 
-    def change_password(self, user_id: str, password: str) -> Outcome[str]:
-        check_password(password, "password")
+    def change_password(self, user_id: str, password: str, field: str = "password") -> Outcome[str]:
+        """A new password; every access token issued before it is revoked."""
+        check_password(password, field)
         user = self.load(user_id, User, "userId")
         user.change_password(self.secrets.hash_password(password))
         user.revoke_tokens()
@@ -320,11 +321,12 @@ class Parvis(ReportCommands, MetricsCommands, ModerationCommands, PublishingComm
 
     def issue_api_key(self, user_id: str, key_id: str, name: str, digest: str) -> Outcome[str]:
         user = self.load(user_id, User, "userId")
-        key = ApiKey(key_id=key_id, user_id=user.id, name=values.required_text(name, "name"), digest=digest)
+        key = ApiKey(agency_key=user.scope, key_id=key_id, user_id=user.id, name=values.required_text(name, "name"),
+                     digest=digest)
         return self.done(key.id, key)
 
     def revoke_api_key(self, agency_key: str, key_id: str) -> Outcome[str]:
-        key = self.load(ApiKey.create_id(agency_key, key_id), ApiKey, "keyId")
+        key = self.load(ApiKey.create_id(agency_key, key_id), ApiKey, "apiKeyId")
         key.revoke()
         return self.done(key.id, key)
 

@@ -114,6 +114,7 @@ class ApiKey(ParvisAggregate):
         return aggregate_id(agency_key, "apikey", key_id)
 
     class Issued(ParvisAggregate.Created):
+        agency_key: str
         key_id: str
         user_id: str
         name: str
@@ -121,7 +122,8 @@ class ApiKey(ParvisAggregate):
         SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"digest"})
 
     @event(Issued)
-    def __init__(self, key_id: str, user_id: str, name: str, digest: str) -> None:
+    def __init__(self, agency_key: str, key_id: str, user_id: str, name: str, digest: str) -> None:
+        self.agency_key = agency_key
         self.key_id = key_id
         self.user_id = user_id
         self.name = name
@@ -130,7 +132,7 @@ class ApiKey(ParvisAggregate):
 
     def revoke(self) -> None:
         if not self.active:
-            raise InvalidTransition("this API key is already revoked", "keyId")
+            raise InvalidTransition("this API key is already revoked", "apiKeyId")
         self._revoked()
 
     @event("Revoked")

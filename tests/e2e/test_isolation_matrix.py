@@ -60,6 +60,13 @@ ROOT_RULES: dict[str, Rule] = {
     "Query.tenants": Rule((P.SEE,)),
     # Query.tenant and Query.node are expanded below, one operation per Tenant field and per Node type.
     "Mutation.login": SIGNED_IN,
+    # About the caller alone (no tenant, no other person); run with a session of its own (SESSION_ENDING).
+    "Mutation.signOut": SIGNED_IN,
+    "Mutation.changePassword": SIGNED_IN,
+    # The agency's API keys: the "manage tenants, staff" row.
+    "Query.apiKeys": Rule((P.MANAGE_TENANTS,), "agency command"),
+    "Mutation.issueApiKey": Rule((P.MANAGE_TENANTS,), "agency command"),
+    "Mutation.revokeApiKey": Rule((P.MANAGE_TENANTS,), "agency command"),
     "Mutation.createTenant": Rule((P.MANAGE_TENANTS,), "agency command"),
     "Mutation.updateTenant": Rule((P.MANAGE_TENANTS,)),
     "Mutation.setApprovalPolicy": Rule((P.REVISE_STRATEGY,)),
@@ -131,6 +138,7 @@ class Place:
     objective: str = ""
     persona: str = ""
     report: str = ""
+    api_key: str = ""  # an API key of the place's agency, acting as its first person
     posts: dict[str, str] = field(default_factory=dict)
     interactions: dict[str, str] = field(default_factory=dict)
     people: dict[Role, str] = field(default_factory=dict)  # a client viewer per role, for `node` and revocations
@@ -193,6 +201,12 @@ def _ok(client: Client, mutation: str, input_type: str, value: dict[str, Any], s
     return data  # type: ignore[no-any-return]
 
 
+def issue_key(admin: Client, place: Place) -> str:
+    """A new API key of the place's agency, acting as the place's first person."""
+    return _ok(admin, "issueApiKey", "IssueApiKeyInput", {"userId": place.people[ROLES[0]], "name": f"{place.tag}-key"},
+               "apiKey { id }")["apiKey"]["id"]  # type: ignore[no-any-return]
+
+
 def parallel(*calls: Callable[[], Any]) -> list[Any]:
     """Run independent calls at once (each mutation waits for the read models: the waits overlap)."""
     with ThreadPoolExecutor(WORKERS) as pool:
@@ -237,6 +251,7 @@ def plant(admin: Client, place: Place) -> Place:
             "membership"]["user"]["id"] for g in grants.values()),
     )
     place.report, place.moderator, place.people = report, moderator, dict(zip(grants, people, strict=True))
+    place.api_key = issue_key(admin, place)
     place.objective, place.persona = strategy["objectives"][0]["id"], strategy["personas"][0]["id"]
     place.campaign = _ok(admin, "createCampaign", "CreateCampaignInput", {
         "tenantId": tid, "name": place.text("campaign"), "hashtag": f"#{place.tag}hashtag",
@@ -387,7 +402,22 @@ INPUTS: dict[str, Callable[[Call], dict[str, Any]]] = {
     "RecordMetricsInput": lambda c: {"tenantId": c.place.tenant_id, "observations": [
         {"channelId": c.place.channel, "metric": "followers", "value": 43, "at": now(-0.5)}]},
     "RequestReportInput": lambda c: {"tenantId": c.place.tenant_id, "periodStart": now(-10), "periodEnd": now(-3)},
+    "ChangePasswordInput": lambda _: {"currentPassword": PASSWORD, "newPassword": PASSWORD},
+    "IssueApiKeyInput": lambda c: {"userId": c.place.people[c.person.role], "name": f"{c.place.tag}-key"},
+    # A key of its own for each call (the admin's call revokes it)
+    "RevokeApiKeyInput": lambda c: {"apiKeyId": issue_key(c.world.admins[OWN], c.place)},
 }
+# Operations that end the caller's sessions: each call runs as a person of its own (a new client viewer of `own`),
+# so that the matrix's people keep theirs.
+SESSION_ENDING = {"Mutation.signOut", "Mutation.changePassword"}
+
+
+def disposable_session(url: str, world: World) -> str:
+    email = f"{world.places[OWN].tag}-session-{uuid.uuid4().hex[:8]}@matrix.test"
+    _ok(world.admins[OWN], "grantMembership", "GrantMembershipInput", {
+        "email": email, "role": "CLIENT_VIEWER", "tenantId": world.places[OWN].tenant_id, "password": PASSWORD},
+        "membership { role }")
+    return Client(url).login(email).token  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- operations, generated from the schema
@@ -667,7 +697,10 @@ def ask(url: str, world: World, case: Case) -> Answer:
     call = Call(world, place, person, case.operation.name, case.target or OWN)
     variables = case.operation.variables(call)
     payload = {"query": case.operation.document, "variables": variables}
-    headers = {} if case.operation.name == "Mutation.login" else {"authorization": f"Bearer {person.client.token}"}
+    token = person.client.token
+    if case.operation.name in SESSION_ENDING:
+        token = disposable_session(url, world)
+    headers = {} if case.operation.name == "Mutation.login" else {"authorization": f"Bearer {token}"}
     response = _HTTP.post(url, json=payload, headers=headers)
     try:
         body = response.json()
@@ -1036,6 +1069,11 @@ def _observation(x: Crossing, **extra: Any) -> dict[str, Any]:
 
 # For each operation with such ids: its arguments, once per id, that id naming the foreign tenant's object.
 CROSSED: dict[str, Callable[[Crossing], list[dict[str, Any]]]] = {
+    # People and keys belong to an agency, not a tenant: the sibling tenant's are the agency admin's to manage.
+    "Mutation.issueApiKey": lambda x: [{"input": {"userId": x.foreign.people[x.role], "name": "crossed"}}]
+    if x.foreign.agency_id != x.own.agency_id else [],
+    "Mutation.revokeApiKey": lambda x: [{"input": {"apiKeyId": x.foreign.api_key}}]
+    if x.foreign.agency_id != x.own.agency_id else [],
     "Mutation.revokeMembership": lambda x: [{"input": {
         "userId": x.foreign.people[x.role], "role": "CLIENT_VIEWER", "tenantId": x.own.tenant_id}}],
     "Mutation.reviseStrategy": lambda x: [{"input": {
