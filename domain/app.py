@@ -129,7 +129,7 @@ class Parvis(ReportCommands, MetricsCommands, ModerationCommands, PublishingComm
         """Save aggregates atomically; a concurrent change on any of them is a CONFLICT. A receipt (idempotency
         key, result) is recorded by the event store in the same transaction."""
         try:
-            recordings = self.save(*aggregates, receipt=receipt) if receipt else self.save(*aggregates)
+            recordings = self.save(*aggregates, receipt=receipt)
         except IntegrityError:
             raise Conflict("another change to the same object was saved first; retry", None) from None
         return max((r.notification.id for r in recordings), default=None)

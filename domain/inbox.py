@@ -211,7 +211,7 @@ class ModerationCommands:
         """The analysis of an interaction; rules that waited for it apply now. False if already recorded."""
         interaction = self.interaction(interaction_id)
         if interaction.sentiment is not None or interaction.spam_score is not None:
-            return self._outcome(False, None)
+            return self.done(False)
         interaction.record_analysis(language, sentiment, spam_score)
         (text,) = self.personal.open(interaction.tenant_key, [(interaction.author_ref, interaction.text)])
         if text is not None:

@@ -38,11 +38,6 @@ class PublishingCommands:
     tenant: Callable[..., Tenant]
     now: Callable[[], datetime]
 
-    def _outcome(self, value: Any, position: int | None) -> Outcome[Any]:
-        from domain.app import Outcome
-
-        return Outcome(value, position)
-
     # ------------------------------------------------------------------ strategy and campaigns
     def strategy(self, tenant_key: str) -> Strategy | None:
         sid = Strategy.create_id(tenant_key)
@@ -192,7 +187,7 @@ class PublishingCommands:
         """Due now: PUBLISHING, or HELD if the tenant went into crisis and the post is COLD."""
         post = self.post(post_id)
         if post.status == PostStatus.PUBLISHING.value:
-            return self._outcome(post.status, None)  # a redelivered job continues where it stopped
+            return self.done(post.status)  # a redelivered job continues where it stopped
         tenant = self.tenant(post.tenant_key)
         if tenant.crisis is not None and post.hold(tenant.crisis["reason"]):
             return self.done(post.status, post)

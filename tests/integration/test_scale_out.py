@@ -96,7 +96,6 @@ class FrontEnd:
     def __init__(self, url: str, token: str, tally: Tally) -> None:
         self.url = url
         self.token = token
-        self.key_held = False  # whether the current call met its key held by a cut attempt
         self.tally = tally
         # Kept-alive connections are dropped before the server's own keep-alive limit (5 s) closes them under us.
         self.http = httpx.Client(timeout=20, limits=httpx.Limits(keepalive_expiry=2))
@@ -106,7 +105,6 @@ class FrontEnd:
         """The data of a successful answer, or None (recorded as a failure)."""
         started = time.monotonic()
         retried = False
-        self.key_held = False
         while True:
             reason = self._attempt(name, query, variables)
             if isinstance(reason, dict):
@@ -144,7 +142,6 @@ class FrontEnd:
         payload = next(iter(data.values()))
         if isinstance(payload, dict) and "userErrors" in payload:
             if [e["message"] for e in payload["userErrors"]] == [STILL_RUNNING]:
-                self.key_held = True
                 return KEY_HELD
             if payload["userErrors"]:
                 self.fail(name, f"user errors: {payload['userErrors']}")
